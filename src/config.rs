@@ -1,0 +1,410 @@
+//! Settings of the sidecar. Every flag also reads a `RELOAD_*` environment variable, so a pod
+//! spec configures nudge with `env:` alone. Clap collects raw strings ([`WatchArgs`]);
+//! [`Settings::from_args`] validates all of them at once and reports every problem on its own
+//! line, naming the flag and its environment variable.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use clap::builder::BoolishValueParser;
+use nix::sys::signal::Signal;
+use regex::Regex;
+
+use crate::action::{ReloadAction, SignalAction, UnhandledSignal};
+use crate::target::Selector;
+
+/// Environment variable for `--watch` (comma-separated list of paths).
+pub const ENV_WATCH: &str = "RELOAD_WATCH";
+/// Environment variable for `--signal`.
+pub const ENV_SIGNAL: &str = "RELOAD_SIGNAL";
+/// Environment variable for `--process`.
+pub const ENV_PROCESS: &str = "RELOAD_PROCESS";
+/// Environment variable for `--process-regex`.
+pub const ENV_PROCESS_REGEX: &str = "RELOAD_PROCESS_REGEX";
+/// Environment variable for `--pid-file`.
+pub const ENV_PID_FILE: &str = "RELOAD_PID_FILE";
+/// Environment variable for `--signal-unhandled`.
+pub const ENV_SIGNAL_UNHANDLED: &str = "RELOAD_SIGNAL_UNHANDLED";
+/// Environment variable for `--reload-on-start`.
+pub const ENV_RELOAD_ON_START: &str = "RELOAD_ON_START";
+/// Environment variable for `--settle`.
+pub const ENV_SETTLE: &str = "RELOAD_SETTLE";
+/// Environment variable for `--resync`.
+pub const ENV_RESYNC: &str = "RELOAD_RESYNC";
+/// Environment variable for `--log-level` (`RUST_LOG` wins when set).
+pub const ENV_LOG_LEVEL: &str = "RELOAD_LOG_LEVEL";
+
+/// Default reload signal: what nginx, PostgreSQL and Prometheus reload on.
+pub const DEFAULT_SIGNAL: &str = "SIGHUP";
+/// Default settle delay for plain (non-kubelet) directories and files.
+pub const DEFAULT_SETTLE: &str = "100ms";
+/// Default period of the full rehash that catches anything inotify missed.
+pub const DEFAULT_RESYNC: &str = "2m";
+
+/// Raw command-line flags of the sidecar, each with its `RELOAD_*` fallback.
+#[derive(Debug, Clone, clap::Args)]
+pub struct WatchArgs {
+    /// Directory or file to watch; repeat the flag or give a comma-separated list in the env var.
+    /// A kubelet ConfigMap/Secret volume is recognised by its `..data` link.
+    #[arg(long = "watch", env = ENV_WATCH, value_name = "PATH", value_delimiter = ',',
+          help_heading = "Watching")]
+    pub watch: Vec<PathBuf>,
+
+    /// Quiet time after the last event in a plain directory or file before it is read.
+    /// Kubelet volumes are read at once when `..data` is swapped.
+    #[arg(long, env = ENV_SETTLE, value_name = "DURATION", default_value = DEFAULT_SETTLE,
+          help_heading = "Watching")]
+    pub settle: String,
+
+    /// Rehash every watched path this often as a safety net (acts only if content differs);
+    /// `0` disables.
+    #[arg(long, env = ENV_RESYNC, value_name = "DURATION", default_value = DEFAULT_RESYNC,
+          help_heading = "Watching")]
+    pub resync: String,
+
+    /// Reload once at start-up too (normally the content found at start-up is the baseline).
+    #[arg(long, env = ENV_RELOAD_ON_START, value_name = "BOOL", num_args = 0..=1,
+          default_value = "false", default_missing_value = "true",
+          value_parser = BoolishValueParser::new(), help_heading = "Watching")]
+    pub reload_on_start: bool,
+
+    /// Signal that makes the app reload: a name (SIGHUP, HUP, hup) or a number (1).
+    #[arg(long, env = ENV_SIGNAL, value_name = "SIGNAL", default_value = DEFAULT_SIGNAL,
+          help_heading = "Target")]
+    pub signal: String,
+
+    /// Signal the process whose name (comm) is exactly NAME; workers that share the
+    /// master's name are skipped.
+    #[arg(long, env = ENV_PROCESS, value_name = "NAME", help_heading = "Target")]
+    pub process: Option<String>,
+
+    /// Signal the process whose full command line matches the regular expression RE.
+    #[arg(long = "process-regex", env = ENV_PROCESS_REGEX, value_name = "RE",
+          help_heading = "Target")]
+    pub process_regex: Option<String>,
+
+    /// Signal the process whose PID is written in FILE (read afresh for every reload).
+    #[arg(long = "pid-file", env = ENV_PID_FILE, value_name = "FILE", help_heading = "Target")]
+    pub pid_file: Option<PathBuf>,
+
+    /// What to do when the target neither catches nor ignores the signal (its default
+    /// action would kill it): `refuse` (log and retry) or `send` anyway.
+    #[arg(long = "signal-unhandled", env = ENV_SIGNAL_UNHANDLED, value_name = "POLICY",
+          default_value = "refuse", help_heading = "Target")]
+    pub signal_unhandled: String,
+
+    /// Log level: error, warn, info, debug or trace (`RUST_LOG` overrides).
+    #[arg(long = "log-level", env = ENV_LOG_LEVEL, value_name = "LEVEL", default_value = "info",
+          help_heading = "Logging")]
+    pub log_level: String,
+}
+
+/// Validated settings of the sidecar, ready to run.
+#[derive(Debug)]
+pub struct Settings {
+    /// Paths to watch, in the order given.
+    pub watch: Vec<PathBuf>,
+    /// Settle delay for plain directories and files.
+    pub settle: Duration,
+    /// Full-rehash period; `None` when disabled.
+    pub resync: Option<Duration>,
+    /// Whether to reload once at start-up.
+    pub reload_on_start: bool,
+    /// What a reload does.
+    pub action: ReloadAction,
+    /// Log level directive for tracing.
+    pub log_level: String,
+}
+
+/// One invalid setting: names the flag and its env var, the value given and what was expected.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("invalid {flag} ({env}) {value:?}: expected {expected}")]
+pub struct ConfigError {
+    /// The flag, e.g. `--signal`.
+    pub flag: &'static str,
+    /// The environment variable, e.g. `RELOAD_SIGNAL`.
+    pub env: &'static str,
+    /// The value that was given.
+    pub value: String,
+    /// What a valid value looks like.
+    pub expected: String,
+}
+
+/// Every invalid setting found in one pass, shown one per line.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let lines: Vec<String> = self.0.iter().map(ToString::to_string).collect();
+        f.write_str(&lines.join("\n"))
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+impl Settings {
+    /// Validates raw flags; on failure returns every problem, not just the first.
+    pub fn from_args(args: &WatchArgs) -> Result<Settings, ConfigErrors> {
+        let mut errors = Vec::new();
+        let watch: Vec<PathBuf> = args
+            .watch
+            .iter()
+            .filter(|p| !p.as_os_str().is_empty())
+            .cloned()
+            .collect();
+        if watch.is_empty() {
+            errors.push(ConfigError {
+                flag: "--watch",
+                env: ENV_WATCH,
+                value: String::new(),
+                expected: "at least one directory or file to watch, e.g. /etc/config".into(),
+            });
+        }
+        let settle = collect(
+            &mut errors,
+            parse_duration(&args.settle),
+            "--settle",
+            ENV_SETTLE,
+        );
+        let resync = collect(
+            &mut errors,
+            parse_duration(&args.resync),
+            "--resync",
+            ENV_RESYNC,
+        );
+        let signal = collect(
+            &mut errors,
+            parse_signal(&args.signal),
+            "--signal",
+            ENV_SIGNAL,
+        );
+        let unhandled = collect(
+            &mut errors,
+            args.signal_unhandled.parse::<UnhandledSignal>(),
+            "--signal-unhandled",
+            ENV_SIGNAL_UNHANDLED,
+        );
+        let selector = selector(args, &mut errors);
+        let log_level = collect(
+            &mut errors,
+            parse_log_level(&args.log_level),
+            "--log-level",
+            ENV_LOG_LEVEL,
+        );
+        match (settle, resync, signal, unhandled, selector, log_level) {
+            (
+                Some(settle),
+                Some(resync),
+                Some(signal),
+                Some(unhandled),
+                Some(selector),
+                Some(log_level),
+            ) if errors.is_empty() => Ok(Settings {
+                watch,
+                settle,
+                resync: (!resync.is_zero()).then_some(resync),
+                reload_on_start: args.reload_on_start,
+                action: ReloadAction::Signal(SignalAction::new(signal, selector, unhandled)),
+                log_level,
+            }),
+            _ => Err(ConfigErrors(errors)),
+        }
+    }
+}
+
+/// Result of parsing one raw value: the parsed value, or the raw value and what was expected.
+type Parsed<T> = Result<T, (String, String)>;
+
+fn collect<T>(
+    errors: &mut Vec<ConfigError>,
+    parsed: Parsed<T>,
+    flag: &'static str,
+    env: &'static str,
+) -> Option<T> {
+    parsed
+        .map_err(|(value, expected)| {
+            errors.push(ConfigError {
+                flag,
+                env,
+                value,
+                expected,
+            })
+        })
+        .ok()
+}
+
+/// Chooses the target selector; at most one of `--process`, `--process-regex`, `--pid-file`.
+fn selector(args: &WatchArgs, errors: &mut Vec<ConfigError>) -> Option<Selector> {
+    let non_empty = |s: &Option<String>| s.as_deref().filter(|s| !s.is_empty()).map(str::to_owned);
+    let name = non_empty(&args.process);
+    let regex = non_empty(&args.process_regex);
+    let pid_file = args.pid_file.clone().filter(|p| !p.as_os_str().is_empty());
+    let given = [name.is_some(), regex.is_some(), pid_file.is_some()];
+    if given.iter().filter(|g| **g).count() > 1 {
+        errors.push(ConfigError {
+            flag: "--process/--process-regex/--pid-file",
+            env: "RELOAD_PROCESS/RELOAD_PROCESS_REGEX/RELOAD_PID_FILE",
+            value: [
+                name.clone(),
+                regex.clone(),
+                pid_file.as_ref().map(|p| p.display().to_string()),
+            ]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()
+            .join(", "),
+            expected: "at most one way to select the target process".into(),
+        });
+        return None;
+    }
+    if let Some(name) = name {
+        return Some(Selector::Name(name));
+    }
+    if let Some(pattern) = regex {
+        return collect(
+            errors,
+            Regex::new(&pattern)
+                .map_err(|e| (pattern.clone(), format!("a regular expression ({e})"))),
+            "--process-regex",
+            ENV_PROCESS_REGEX,
+        )
+        .map(Selector::CommandLine);
+    }
+    Some(pid_file.map_or(Selector::OtherContainer, Selector::PidFile))
+}
+
+/// Parses `SIGHUP`, `HUP`, `hup` or `1` into a signal.
+pub fn parse_signal(raw: &str) -> Parsed<Signal> {
+    let expected = || {
+        (
+            raw.to_owned(),
+            "a signal name such as SIGHUP, HUP, hup, SIGUSR1, or a number from 1 to 31".to_owned(),
+        )
+    };
+    let text = raw.trim();
+    if let Ok(number) = text.parse::<i32>() {
+        return Signal::try_from(number).map_err(|_| expected());
+    }
+    let upper = text.to_ascii_uppercase();
+    let name = if upper.starts_with("SIG") {
+        upper
+    } else {
+        format!("SIG{upper}")
+    };
+    Signal::from_str(&name).map_err(|_| expected())
+}
+
+/// Parses a duration such as `100ms`, `30s`, `2m` or `0`.
+pub fn parse_duration(raw: &str) -> Parsed<Duration> {
+    let text = raw.trim();
+    if text == "0" {
+        return Ok(Duration::ZERO);
+    }
+    humantime::parse_duration(text).map_err(|_| {
+        (
+            raw.to_owned(),
+            "a duration such as 100ms, 30s, 2m or 0".to_owned(),
+        )
+    })
+}
+
+fn parse_log_level(raw: &str) -> Parsed<String> {
+    let level = raw.trim().to_ascii_lowercase();
+    match level.as_str() {
+        "error" | "warn" | "info" | "debug" | "trace" | "off" => Ok(level),
+        _ => Err((
+            raw.to_owned(),
+            "one of error, warn, info, debug, trace, off".to_owned(),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: WatchArgs,
+    }
+
+    fn settings(argv: &[&str]) -> Result<Settings, ConfigErrors> {
+        let cli = Cli::try_parse_from(std::iter::once("nudge").chain(argv.iter().copied()))
+            .expect("flags parse");
+        Settings::from_args(&cli.args)
+    }
+
+    #[test]
+    fn signal_accepts_full_short_lowercase_and_numeric_names() {
+        for raw in ["SIGHUP", "HUP", "hup", "1", " sighup "] {
+            assert_eq!(parse_signal(raw), Ok(Signal::SIGHUP), "{raw}");
+        }
+        assert_eq!(parse_signal("usr2"), Ok(Signal::SIGUSR2));
+    }
+
+    #[test]
+    fn unknown_signal_names_flag_and_env_var() {
+        let err = settings(&["--watch", "/x", "--signal", "SIGFOO"]).unwrap_err();
+        assert_eq!(err.0.len(), 1);
+        let line = err.to_string();
+        assert!(
+            line.contains("--signal") && line.contains("RELOAD_SIGNAL") && line.contains("SIGFOO")
+        );
+        assert!(!line.contains('\n'));
+    }
+
+    #[test]
+    fn all_problems_are_reported_together() {
+        let err =
+            settings(&["--signal", "0", "--process-regex", "(", "--resync", "soon"]).unwrap_err();
+        let flags: Vec<_> = err.0.iter().map(|e| e.flag).collect();
+        assert_eq!(
+            flags,
+            ["--watch", "--resync", "--signal", "--process-regex"]
+        );
+    }
+
+    #[test]
+    fn conflicting_selectors_are_rejected() {
+        let err = settings(&[
+            "--watch",
+            "/x",
+            "--process",
+            "nginx",
+            "--pid-file",
+            "/run/p",
+        ])
+        .unwrap_err();
+        assert!(err.to_string().contains("at most one way to select"));
+    }
+
+    #[test]
+    fn watch_takes_repeated_flags_and_comma_lists() {
+        let s = settings(&["--watch", "/a,/b", "--watch", "/c"]).expect("valid");
+        assert_eq!(s.watch, [PathBuf::from("/a"), "/b".into(), "/c".into()]);
+    }
+
+    #[test]
+    fn durations_and_defaults() {
+        let s = settings(&["--watch", "/a", "--resync", "0"]).expect("valid");
+        assert_eq!(s.settle, Duration::from_millis(100));
+        assert_eq!(s.resync, None);
+        assert!(!s.reload_on_start);
+        let s = settings(&["--watch", "/a", "--reload-on-start", "--settle", "2s"]).expect("valid");
+        assert!(s.reload_on_start);
+        assert_eq!(s.settle, Duration::from_secs(2));
+        assert_eq!(s.resync, Some(Duration::from_secs(120)));
+    }
+
+    #[test]
+    fn no_selector_means_the_other_container() {
+        let s = settings(&["--watch", "/a"]).expect("valid");
+        let ReloadAction::Signal(action) = s.action;
+        assert!(matches!(action.selector(), Selector::OtherContainer));
+    }
+}

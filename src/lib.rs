@@ -1,0 +1,22 @@
+//! nudge: reload a Kubernetes app when its mounted ConfigMap or Secret changes.
+//!
+//! The sidecar is a one-way pipeline, one module per stage:
+//!
+//! - [`config`]   flags + env -> validated [`config::Settings`] (clear one-line errors)
+//! - [`watch`]    inotify on each watched path -> [`watch::Touch`] ("look at volume N")
+//! - [`snapshot`] read + SHA-256 a volume -> [`snapshot::VolumeSnapshot`], only when content moved
+//! - [`decide`]   coalesce changes, retry with backoff, hand the newest content to the action
+//! - [`action`]   what a reload is ([`action::ReloadAction`]): signal the app
+//! - [`target`]   find the app's process in the shared PID namespace (/proc scan, pidfd)
+//!
+//! [`run`] wires the stages together with channels and a shutdown signal.
+
+pub mod action;
+pub mod config;
+pub mod decide;
+pub mod run;
+pub mod snapshot;
+pub mod target;
+pub mod watch;
+
+pub use run::run;
