@@ -48,9 +48,8 @@ pub const DEFAULT_RESYNC: &str = "2m";
 pub struct WatchArgs {
     /// Directory or file to watch; repeat the flag or give a comma-separated list in the env var.
     /// A kubelet ConfigMap/Secret volume is recognised by its `..data` link.
-    #[arg(long = "watch", env = ENV_WATCH, value_name = "PATH", value_delimiter = ',',
-          help_heading = "Watching")]
-    pub watch: Vec<PathBuf>,
+    #[arg(long = "watch", env = ENV_WATCH, value_name = "PATH", help_heading = "Watching")]
+    pub watch: Vec<String>,
 
     /// Quiet time after the last event in a plain directory or file before it is read.
     /// Kubelet volumes are read at once when `..data` is swapped.
@@ -152,8 +151,10 @@ impl Settings {
         let watch: Vec<PathBuf> = args
             .watch
             .iter()
-            .filter(|p| !p.as_os_str().is_empty())
-            .cloned()
+            .flat_map(|list| list.split(','))
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(PathBuf::from)
             .collect();
         if watch.is_empty() {
             errors.push(ConfigError {
@@ -266,14 +267,29 @@ fn selector(args: &WatchArgs, errors: &mut Vec<ConfigError>) -> Option<Selector>
     if let Some(pattern) = regex {
         return collect(
             errors,
-            Regex::new(&pattern)
-                .map_err(|e| (pattern.clone(), format!("a regular expression ({e})"))),
+            Regex::new(&pattern).map_err(|e| {
+                (
+                    pattern.clone(),
+                    format!("a regular expression ({})", one_line(&e)),
+                )
+            }),
             "--process-regex",
             ENV_PROCESS_REGEX,
         )
         .map(Selector::CommandLine);
     }
     Some(pid_file.map_or(Selector::OtherContainer, Selector::PidFile))
+}
+
+/// The last line of a multi-line error (regex errors draw a caret diagram above it).
+fn one_line(error: &dyn std::error::Error) -> String {
+    let text = error.to_string();
+    let last = text
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("");
+    last.trim().trim_start_matches("error: ").to_owned()
 }
 
 /// Parses `SIGHUP`, `HUP`, `hup` or `1` into a signal.

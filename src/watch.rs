@@ -135,8 +135,23 @@ impl VolumeWatcher {
     }
 
     /// Brings the set of inotify watches in line with the current state of the disk.
+    ///
+    /// A directory created between planning and `inotify_add_watch` would go unseen, so the
+    /// plan is made again until it stops changing (a few rounds at most: each round adds depth).
     fn replan(&mut self) -> Result<(), WatchError> {
-        let desired = desired_watches(&self.volumes);
+        let mut desired = desired_watches(&self.volumes);
+        for _ in 0..8 {
+            self.apply(&desired)?;
+            let again = desired_watches(&self.volumes);
+            if again == desired {
+                break;
+            }
+            desired = again;
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, desired: &HashMap<PathBuf, WatchedDir>) -> Result<(), WatchError> {
         let stale: Vec<PathBuf> = self
             .active
             .iter()
@@ -149,17 +164,17 @@ impl VolumeWatcher {
             let _ = self.watcher.unwatch(&path);
         }
         for (path, dir) in desired {
-            if self.active.contains_key(&path) {
+            if self.active.contains_key(path) {
                 continue;
             }
-            match self.watcher.watch(&path, dir.mode) {
+            match self.watcher.watch(path, dir.mode) {
                 Ok(()) => {
                     debug!(path = %path.display(), mode = ?dir.mode, "watching");
-                    self.active.insert(path, dir);
+                    self.active.insert(path.clone(), *dir);
                 }
                 // Raced with a delete: the parent's event will trigger another re-plan.
                 Err(e) if is_not_found(&e) => {}
-                Err(e) => return Err(WatchError::from_notify(&path, e)),
+                Err(e) => return Err(WatchError::from_notify(path, e)),
             }
         }
         Ok(())
