@@ -214,7 +214,7 @@ fn other_container_main(proc_root: &Path) -> Result<Process, TargetError> {
             let candidates = [first, second]
                 .into_iter()
                 .chain(mains)
-                .map(|(cgroup, p)| format!("{p} in cgroup {cgroup}"))
+                .map(|(cgroup, p)| format!("{p} in cgroup {}", container_of(&cgroup)))
                 .collect::<Vec<_>>()
                 .join(", ");
             Err(TargetError::Ambiguous { candidates })
@@ -284,6 +284,20 @@ fn read_cgroup(dir: &Path) -> Option<String> {
     let mut lines: Vec<&str> = text.lines().filter(|l| !l.is_empty()).collect();
     lines.sort_unstable();
     Some(lines.join(";"))
+}
+
+/// A readable container identity out of [`read_cgroup`]'s key: the cgroup v2 path, or the
+/// first v1 path that is not the root.
+fn container_of(cgroup: &str) -> &str {
+    let paths = || {
+        cgroup
+            .split(';')
+            .filter_map(|line| line.splitn(3, ':').nth(2))
+    };
+    let v2 = cgroup.split(';').find_map(|line| line.strip_prefix("0::"));
+    v2.filter(|p| *p != "/")
+        .or_else(|| paths().find(|p| *p != "/"))
+        .unwrap_or("/")
 }
 
 /// The signal-relevant part of /proc/PID/status.
@@ -402,6 +416,16 @@ mod tests {
         assert!(s.handles(13), "SIGPIPE ignored");
         assert!(!s.handles(3), "SIGQUIT neither");
         assert_eq!(s.uid, 101);
+    }
+
+    #[test]
+    fn container_identity_prefers_the_v2_path() {
+        assert_eq!(container_of("0::/pod/app;4:memory:/x"), "/pod/app");
+        assert_eq!(
+            container_of("0::/;4:memory:/kubepods/pod1/c1;8:pids:/"),
+            "/kubepods/pod1/c1"
+        );
+        assert_eq!(container_of("0::/"), "/");
     }
 
     #[test]

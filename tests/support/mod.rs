@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod kubelet;
+pub mod pod;
 
 use std::fs;
 use std::io::{BufRead, BufReader};
@@ -51,6 +52,8 @@ pub fn reload_app_bin() -> PathBuf {
 pub struct Running {
     pub child: Child,
     lines: Arc<Mutex<Vec<String>>>,
+    /// Host PID of the real process when `child` is only a launcher (nsenter): killed on drop.
+    pub inner: Option<i32>,
 }
 
 impl Running {
@@ -72,7 +75,11 @@ impl Running {
                 }
             });
         }
-        Running { child, lines }
+        Running {
+            child,
+            lines,
+            inner: None,
+        }
     }
 
     pub fn pid(&self) -> i32 {
@@ -131,6 +138,9 @@ impl Running {
 
 impl Drop for Running {
     fn drop(&mut self) {
+        if let Some(inner) = self.inner {
+            let _ = kill(Pid::from_raw(inner), Signal::SIGKILL);
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

@@ -1,0 +1,112 @@
+//! A real nginx reloading on nudge's SIGHUP: nginx reads a server block from a kubelet-style
+//! volume; after the volume is updated and nudge signals the master, a real HTTP request gets
+//! the new response. Needs `nginx` (Debian `nginx-light`, installed by .ci/run); skipped only
+//! outside CI when it is missing.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::process::Command;
+
+use support::kubelet::KubeletVolume;
+use support::*;
+
+fn nginx_available() -> bool {
+    let found = Command::new("nginx")
+        .arg("-v")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "nginx is missing in CI: apt-get install nginx-light"
+        );
+        eprintln!("skipping: nginx not installed (apt-get install nginx-light)");
+    }
+    found
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
+fn site(body: &str) -> String {
+    format!("default_type text/plain;\nlocation / {{ return 200 \"{body}\\n\"; }}\n")
+}
+
+/// GET / over a plain TCP connection; `None` while nginx is not answering.
+fn get(port: u16) -> Option<String> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream
+        .write_all(b"GET / HTTP/1.0\r\nHost: test\r\n\r\n")
+        .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    Some(response.split("\r\n\r\n").nth(1)?.trim().to_owned())
+}
+
+fn write_main_config(dir: &Path, volume: &Path, port: u16) -> std::path::PathBuf {
+    let conf = dir.join("nginx.conf");
+    let text = format!(
+        "user root;\nworker_processes 2;\npid {dir}/nginx.pid;\nerror_log {dir}/error.log;\n\
+         events {{ worker_connections 64; }}\n\
+         http {{\n  access_log off;\n  client_body_temp_path {dir};\n\
+         server {{ listen 127.0.0.1:{port}; include {volume}/site.conf; }}\n}}\n",
+        dir = dir.display(),
+        volume = volume.display(),
+    );
+    std::fs::write(&conf, text).expect("write nginx.conf");
+    conf
+}
+
+#[test]
+fn nginx_serves_the_new_config_after_nudges_sighup() {
+    if !nginx_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let volume = KubeletVolume::create(
+        dir.path().join("conf.d"),
+        &[("site.conf", &site("version one"))],
+    );
+    let port = free_port();
+    let conf = write_main_config(dir.path(), &volume.dir, port);
+    let mut nginx_cmd = Command::new("nginx");
+    nginx_cmd.arg("-c").arg(&conf).args(["-g", "daemon off;"]);
+    let nginx = Running::spawn(nginx_cmd);
+    eventually("nginx to answer", || {
+        get(port).as_deref() == Some("version one")
+    });
+
+    let watch = volume.dir.display().to_string();
+    let nudge = start_nudge(&["--watch", &watch, "--process", "nginx"]);
+    volume.write(&[("site.conf", &site("version two"))]);
+    eventually("nginx to serve the new config", || {
+        get(port).as_deref() == Some("version two")
+    });
+
+    // Only the master was signalled: its workers share the name "nginx" and were skipped.
+    let master = nginx.pid();
+    let sent: Vec<String> = nudge
+        .output()
+        .into_iter()
+        .filter(|l| l.contains("reloaded"))
+        .collect();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert!(
+        sent[0].contains(&format!("sent SIGHUP to pid {master} (nginx)")),
+        "{}",
+        sent[0]
+    );
+    assert_eq!(
+        sent[0].matches("sent SIGHUP").count(),
+        1,
+        "no worker was signalled: {}",
+        sent[0]
+    );
+}
