@@ -14,6 +14,7 @@
 pub mod action;
 pub mod config;
 pub mod decide;
+pub mod inject;
 pub mod run;
 pub mod snapshot;
 pub mod target;

@@ -22,12 +22,18 @@ struct Cli {
 enum Command {
     /// Run the sidecar: watch the volumes and reload the app on every real change (default).
     Watch(WatchArgs),
+    /// Add the reload sidecar to Kubernetes manifests whose annotations ask for it.
+    Inject(nudge::inject::cli::InjectArgs),
+    /// Remove exactly what `nudge inject` added.
+    Uninject(nudge::inject::cli::UninjectArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Watch(args)) => watch(&args),
+        Some(Command::Inject(args)) => nudge::inject::cli::inject(&args),
+        Some(Command::Uninject(args)) => nudge::inject::cli::uninject(&args),
         None => watch(&cli.watch),
     }
 }
