@@ -9,6 +9,7 @@
 //! - [`annotations`] annotations and their aliases -> a validated [`annotations::Decision`]
 //! - [`pod`]         pod spec + request -> [`pod::Plan`] (volumes, mounts, UID, process) + warnings
 //! - [`sidecar`]     the sidecar container; attach to / detach from a pod template, exactly
+//! - [`emit`]        changed documents back to YAML that Kubernetes (YAML 1.1) reads the same
 //! - [`report`]      the stderr report lines and warnings
 //! - [`error`]       [`error::Problem`] and where it happened
 //! - [`cli`]         the `inject`/`uninject` subcommands: files, stdin, `-o`, exit codes
@@ -17,6 +18,7 @@
 
 pub mod annotations;
 pub mod cli;
+pub mod emit;
 pub mod error;
 pub mod pod;
 pub mod report;
@@ -202,7 +204,8 @@ fn rewrite(
             reports.extend(object_reports);
         }
         if changed {
-            let body = serde_yaml::to_string(&value).map_err(|e| DocumentError {
+            value::yaml11_file_modes(&mut value);
+            let body = emit::to_yaml(&value).map_err(|e| DocumentError {
                 document: index + 1,
                 item: None,
                 object: Some(ObjectRef::of(&value)),

@@ -94,7 +94,7 @@ impl fmt::Display for WatchedName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.kind {
             Some(kind) => write!(f, "{kind}/{}", self.name),
-            None => write!(f, "configmap or secret {}", self.name),
+            None => write!(f, "ConfigMap or Secret {:?}", self.name),
         }
     }
 }

@@ -186,3 +186,28 @@ pub(crate) fn insert_before(map: &mut Mapping, before: &[&str], k: &str, v: Valu
 pub(crate) fn remove(map: &mut Mapping, k: &str) -> Option<Value> {
     map.shift_remove(k)
 }
+
+/// Kubernetes reads YAML 1.1, where `defaultMode: 0440` is the octal number 288; serde_yaml
+/// reads YAML 1.2 and keeps `0440` as a string, which would come out quoted and be rejected.
+/// Turns such file-mode strings (`defaultMode`, `mode`) back into numbers before a document
+/// is re-serialized. These fields are integers in every Kubernetes schema, so a string there
+/// was never meant.
+pub(crate) fn yaml11_file_modes(value: &mut Value) {
+    match value {
+        Value::Mapping(map) => {
+            for (k, v) in map.iter_mut() {
+                let is_mode = matches!(k.as_str(), Some("defaultMode" | "mode"));
+                if let (true, Value::String(text)) = (is_mode, &*v) {
+                    let octal = text.strip_prefix('0').filter(|d| !d.is_empty());
+                    if let Some(number) = octal.and_then(|d| i64::from_str_radix(d, 8).ok()) {
+                        *v = Value::from(number);
+                        continue;
+                    }
+                }
+                yaml11_file_modes(v);
+            }
+        }
+        Value::Sequence(items) => items.iter_mut().for_each(yaml11_file_modes),
+        _ => {}
+    }
+}
