@@ -696,3 +696,32 @@ proptest! {
         prop_assert_eq!(documents(&restored.output), documents(&yaml));
     }
 }
+
+proptest! {
+    #[test]
+    fn changed_documents_serialize_to_what_they_were_and_quote_yaml_1_1_lookalikes(
+        values in prop::collection::btree_map(
+            "[a-z][a-z0-9.-]{0,8}",
+            prop_oneof![
+                prop::sample::select(vec!["yes", "No", "on", "OFF", "y", "n", "1_000", "0b11", "1:30", "2026-11-28", "0755", "~", "null", "true", "12", "0.5", ".inf"]).prop_map(str::to_owned),
+                "[ -~]{0,16}",
+            ],
+            0..8,
+        ),
+        numbers in prop::collection::vec(any::<i32>(), 0..3),
+        flags in prop::collection::vec(any::<bool>(), 0..3),
+    ) {
+        let mut object = serde_yaml::Mapping::new();
+        object.insert("annotations".into(), serde_yaml::to_value(&values).expect("ser"));
+        object.insert("numbers".into(), serde_yaml::to_value(&numbers).expect("ser"));
+        object.insert("flags".into(), serde_yaml::to_value(&flags).expect("ser"));
+        let object = Value::Mapping(object);
+        let yaml = nudge::inject::emit::to_yaml(&object).expect("serializable");
+        prop_assert_eq!(serde_yaml::from_str::<Value>(&yaml).expect("parses"), object);
+        for value in values.values() {
+            if ["yes", "No", "on", "OFF", "y", "n", "1_000", "0b11", "1:30", "2026-11-28"].contains(&value.as_str()) {
+                prop_assert!(yaml.contains(&format!(": '{value}'\n")), "{} unquoted in\n{}", value, yaml);
+            }
+        }
+    }
+}

@@ -493,13 +493,13 @@ mod tests {
     #[test]
     fn template_watch_list_replaces_the_workload_one() {
         let r = request(&[layer(&[(WATCH, "a")]), layer(&[(WATCH, "b, secret/c")])]);
-        assert_eq!(names(&r.watch), ["configmap or secret b", "secret/c"]);
+        assert_eq!(names(&r.watch), ["ConfigMap or Secret \"b\"", "secret/c"]);
     }
 
     #[test]
     fn workload_watch_list_applies_when_the_template_names_nothing() {
         let r = request(&[layer(&[(WATCH, "a")]), layer(&[(ACTION, "restart")])]);
-        assert_eq!(names(&r.watch), ["configmap or secret a"]);
+        assert_eq!(names(&r.watch), ["ConfigMap or Secret \"a\""]);
         assert_eq!(r.action, Action::Restart);
     }
 

@@ -153,10 +153,18 @@ fn rewrite(
     mut f: impl FnMut(&mut Value, &Inventory) -> Result<Vec<DocumentReport>, ObjectError>,
 ) -> Result<Rewrite, DocumentError> {
     let raws = stream::split(text);
+    // 1-based numbers for messages, counting only documents with content.
+    let numbers: Vec<usize> = raws
+        .iter()
+        .scan(0, |count, raw| {
+            *count += usize::from(raw.has_content());
+            Some((*count).max(1))
+        })
+        .collect();
     let mut parsed = Vec::with_capacity(raws.len());
-    for (index, raw) in raws.iter().enumerate() {
+    for (raw, number) in raws.iter().zip(&numbers) {
         let value: Value = serde_yaml::from_str(raw.text).map_err(|e| DocumentError {
-            document: index + 1,
+            document: *number,
             item: None,
             object: None,
             problem: Box::new(Problem::Yaml(e)),
@@ -166,10 +174,10 @@ fn rewrite(
     let inventory = Inventory::from_objects(&parsed);
     let mut output = String::new();
     let mut reports = Vec::new();
-    for (index, (raw, mut value)) in raws.iter().zip(parsed).enumerate() {
+    for ((raw, mut value), number) in raws.iter().zip(parsed).zip(numbers) {
         let located = |item: Option<usize>| {
             move |e: ObjectError| DocumentError {
-                document: index + 1,
+                document: number,
                 item,
                 object: Some(e.object),
                 problem: e.problem,
@@ -184,7 +192,7 @@ fn rewrite(
         if workload::is_list(&kind) && value.get("items").is_some() {
             let Some(Value::Sequence(items)) = value.get_mut("items") else {
                 return Err(DocumentError {
-                    document: index + 1,
+                    document: number,
                     item: None,
                     object: None,
                     problem: Box::new(Problem::WrongType {
@@ -206,7 +214,7 @@ fn rewrite(
         if changed {
             value::yaml11_file_modes(&mut value);
             let body = emit::to_yaml(&value).map_err(|e| DocumentError {
-                document: index + 1,
+                document: number,
                 item: None,
                 object: Some(ObjectRef::of(&value)),
                 problem: Box::new(Problem::Yaml(e)),
@@ -447,4 +455,64 @@ fn layers(object: &Value, kind: WorkloadKind) -> Result<Vec<Layer>, Problem> {
         layers.push(layer);
     }
     Ok(layers)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    const DEPLOYMENT: &str = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\n  annotations:\n    nudge.dev/watch: web-config\nspec:\n  template:\n    spec:\n      containers:\n      - name: web\n        image: web:1\n        volumeMounts:\n        - {name: c, mountPath: /etc/web}\n      volumes:\n      - {name: c, configMap: {name: web-config}}\n";
+
+    #[test]
+    fn inject_object_is_the_same_rewrite_as_the_text_api_for_the_webhook() {
+        let mut object: Value = serde_yaml::from_str(DEPLOYMENT).unwrap();
+        let reports =
+            inject_object(&mut object, &Options::default(), &Inventory::default()).unwrap();
+        assert_eq!(
+            reports[0].to_string(),
+            "deployment/web: sidecar added, watching configmap/web-config"
+        );
+        let text = inject(DEPLOYMENT, &Options::default()).unwrap();
+        assert_eq!(serde_yaml::from_str::<Value>(&text.output).unwrap(), object);
+    }
+
+    #[test]
+    fn the_sidecar_watches_the_app_mount_path_read_only_in_init_containers() {
+        let mut object: Value = serde_yaml::from_str(DEPLOYMENT).unwrap();
+        inject_object(&mut object, &Options::default(), &Inventory::default()).unwrap();
+        let spec = &object["spec"]["template"]["spec"];
+        let sidecar = &spec["initContainers"][0];
+        assert_eq!(sidecar["restartPolicy"], "Always");
+        assert_eq!(sidecar["env"][0]["value"], "/etc/web");
+        assert_eq!(sidecar["volumeMounts"][0]["readOnly"], true);
+        assert_eq!(spec["shareProcessNamespace"], true);
+        assert_eq!(sidecar["securityContext"]["capabilities"]["add"][0], "KILL");
+    }
+
+    #[test]
+    fn immutable_objects_match_by_name_and_namespace() {
+        let objects: Vec<Value> = [
+            "{kind: ConfigMap, metadata: {name: a, namespace: x}, immutable: true}",
+            "{kind: Secret, metadata: {name: b}, immutable: false}",
+        ]
+        .iter()
+        .map(|y| serde_yaml::from_str(y).unwrap())
+        .collect();
+        let inventory = Inventory::from_objects(&objects);
+        let a = SourceRef {
+            kind: SourceKind::ConfigMap,
+            name: "a".into(),
+        };
+        assert!(inventory.is_immutable(&a, Some("x")));
+        assert!(inventory.is_immutable(&a, None));
+        assert!(!inventory.is_immutable(&a, Some("y")));
+        assert!(!inventory.is_immutable(
+            &SourceRef {
+                kind: SourceKind::Secret,
+                name: "b".into()
+            },
+            None
+        ));
+    }
 }

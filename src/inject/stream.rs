@@ -39,6 +39,22 @@ impl<'a> RawDocument<'a> {
     }
 }
 
+impl RawDocument<'_> {
+    /// Whether the document has any content besides markers, comments and blank lines. Only
+    /// those count when documents are numbered for messages (a leading comment block before
+    /// the first `---` is not a document).
+    pub fn has_content(&self) -> bool {
+        self.text.lines().any(|line| {
+            let trimmed = line.trim();
+            let marker_only = is_marker(line) && {
+                let rest = line[3..].trim();
+                rest.is_empty() || rest.starts_with('#')
+            };
+            !(trimmed.is_empty() || trimmed.starts_with('#') || trimmed == "..." || marker_only)
+        })
+    }
+}
+
 fn is_marker(line: &str) -> bool {
     line.starts_with("---")
         && line[3..]
@@ -124,6 +140,26 @@ mod tests {
             "---\n"
         );
         assert_eq!(RawDocument { text: "a: 1\n" }.preamble(), "");
+    }
+
+    #[test]
+    fn comment_only_chunks_have_no_content() {
+        assert!(!RawDocument {
+            text: "# header\n\n"
+        }
+        .has_content());
+        assert!(!RawDocument {
+            text: "--- # x\n...\n"
+        }
+        .has_content());
+        assert!(RawDocument {
+            text: "---\na: 1\n"
+        }
+        .has_content());
+        assert!(RawDocument {
+            text: "--- {a: 1}\n"
+        }
+        .has_content());
     }
 
     #[test]
