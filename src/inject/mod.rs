@@ -15,6 +15,7 @@
 //! - [`cli`]         the `inject`/`uninject` subcommands: files, stdin, `-o`, exit codes
 
 #![deny(clippy::unwrap_used, clippy::expect_used)]
+#![warn(missing_docs)]
 
 pub mod annotations;
 pub mod cli;
