@@ -2,7 +2,9 @@
 CARGO ?= cargo
 RELEASE := target/release/nudge
 
-.PHONY: all build release demo test lint bench static image clean
+STATIC := target/x86_64-unknown-linux-gnu/release/nudge
+
+.PHONY: all build release demo test lint bench static image bless clean
 
 all: build
 
@@ -26,9 +28,23 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
 
+## static: a fully static nudge (what the container image ships)
+static:
+	RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) build --release --bin nudge --target x86_64-unknown-linux-gnu
+	@ls -l $(STATIC) | awk '{printf "static binary: %d bytes (%.2f MiB)\n", $$5, $$5/1048576}'
+
+## bless: rewrite the expected files of the inject golden tests after a deliberate change
+bless:
+	NUDGE_BLESS=1 $(CARGO) test --test inject
+
 ## bench: latency against a C inotify+kill floor, RSS, idle CPU (writes BENCHMARKS.md)
-bench: release
+bench: release static
 	@scripts/bench.sh
 
 clean:
 	$(CARGO) clean
+
+## image: the container image (needs docker or podman with a running engine)
+image:
+	@engine=$$(command -v podman || command -v docker) || { echo "make image: neither podman nor docker found" >&2; exit 2; }; \
+	$$engine build -t nudge:latest .

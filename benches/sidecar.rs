@@ -158,9 +158,15 @@ impl Subject {
 impl Drop for Subject {
     fn drop(&mut self) {
         // SIGKILL to a PID namespace's PID 1 ends every process in it.
-        let _ = Command::new("kill")
-            .args(["-KILL", &self.reloader_pid().to_string()])
-            .status();
+        let target = match self.pid1() {
+            0 => self.namespace.id(),
+            pid1 => pid1,
+        };
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(target as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        let _ = self.namespace.kill();
         let _ = self.namespace.wait();
     }
 }
@@ -234,7 +240,8 @@ fn main() -> Result<(), Error> {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(10);
-    let nudge_bin = root.join("target/release/nudge");
+    // The static binary is what the image ships (`make static`).
+    let nudge_bin = root.join("target/x86_64-unknown-linux-gnu/release/nudge");
     let app_bin = root.join("target/release/examples/reload_app");
     for bin in [&nudge_bin, &app_bin] {
         if !bin.exists() {
@@ -260,6 +267,24 @@ fn main() -> Result<(), Error> {
         &app_bin,
         &format!("exec {} \"$VOL0\" $APP_PID", floor_bin.display()),
     )?;
+    let exp_mode = std::env::var("HOP_EXPERIMENT").ok();
+    if let Some(mode) = &exp_mode {
+        let exp_bin = root.join("target/release/examples/hop_experiment");
+        let mut exp = Subject::start(
+            "exp",
+            &app_bin,
+            &format!("exec {} \"$VOL0\" $APP_PID {mode}", exp_bin.display()),
+        )?;
+        for n in 1..=updates {
+            floor.update(n)?;
+            exp.update(n)?;
+            sleep(Duration::from_millis(5));
+        }
+        let (f50, _, _) = summary(&floor.latencies_us);
+        let (e50, e99, _) = summary(&exp.latencies_us);
+        println!("EXP {mode}: floor p50 {f50:.0} exp p50 {e50:.0} p99 {e99:.0}");
+        return Ok(());
+    }
     let mut nudge = Subject::start(
         "nudge",
         &app_bin,

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use sha2::{Digest as _, Sha256};
 use tokio::sync::{mpsc, watch};
-use tracing::{debug, info, warn};
+use tracing::{debug, info, trace, warn};
 
 use crate::watch::{Touch, TouchKind, VolumeId};
 
@@ -131,30 +131,34 @@ pub fn read(path: &Path) -> io::Result<Option<VolumeSnapshot>> {
 }
 
 fn read_once(path: &Path) -> io::Result<VolumeSnapshot> {
-    let meta = fs::metadata(path)?;
-    if !meta.is_dir() {
+    // The kubelet case first: it is the common one and needs no stat of the volume itself.
+    match fs::read_link(path.join(DATA_LINK)) {
+        Ok(generation) => {
+            let mut files = BTreeMap::new();
+            hash_dir(&path.join(&generation), "", 0, &mut files, false)?;
+            return Ok(VolumeSnapshot::from_files(
+                Layout::Kubelet(generation),
+                files,
+            ));
+        }
+        // ENOTDIR: `path` is a file.
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+            ) => {}
+        Err(e) => return Err(e),
+    }
+    if !fs::metadata(path)?.is_dir() {
         let key = path
             .file_name()
             .map_or_else(|| "file".into(), |n| n.to_string_lossy().into_owned());
         let files = BTreeMap::from([(key, hash_file(path)?)]);
         return Ok(VolumeSnapshot::from_files(Layout::File, files));
     }
-    match fs::read_link(path.join(DATA_LINK)) {
-        Ok(generation) => {
-            let mut files = BTreeMap::new();
-            hash_dir(&path.join(&generation), "", 0, &mut files, false)?;
-            Ok(VolumeSnapshot::from_files(
-                Layout::Kubelet(generation),
-                files,
-            ))
-        }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            let mut files = BTreeMap::new();
-            hash_dir(path, "", 0, &mut files, true)?;
-            Ok(VolumeSnapshot::from_files(Layout::Directory, files))
-        }
-        Err(e) => Err(e),
-    }
+    let mut files = BTreeMap::new();
+    hash_dir(path, "", 0, &mut files, true)?;
+    Ok(VolumeSnapshot::from_files(Layout::Directory, files))
 }
 
 /// The `..data` target of a kubelet volume, cheaply (one readlink).
@@ -181,13 +185,18 @@ fn hash_dir(
         }
         let key = format!("{prefix}{name}");
         let path = entry.path();
-        let meta = match fs::metadata(&path) {
-            Ok(meta) => meta,
-            // A dangling symlink is not content.
-            Err(e) if e.kind() == io::ErrorKind::NotFound && entry.file_type()?.is_symlink() => {
-                continue
+        // d_type from getdents answers for real files and dirs (all of a kubelet generation)
+        // without a stat; only symlinks need one, to follow them.
+        let file_type = entry.file_type()?;
+        let meta = if file_type.is_symlink() {
+            match fs::metadata(&path) {
+                Ok(meta) => meta.file_type(),
+                // A dangling symlink is not content.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
             }
-            Err(e) => return Err(e),
+        } else {
+            file_type
         };
         if meta.is_dir() {
             hash_dir(&path, &format!("{key}/"), depth + 1, files, skip_reserved)?;
@@ -250,6 +259,7 @@ pub async fn run(
             touch = touches.recv() => match touch { Some(t) => t, None => return },
         };
         let path = &paths[touch.volume];
+        trace!(volume = %path.display(), kind = ?touch.kind, "touched");
         let seen = &mut last_seen[touch.volume];
         if touch.kind != TouchKind::Rescan && unchanged_generation(path, seen.as_deref()) {
             continue;

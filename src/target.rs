@@ -241,9 +241,27 @@ fn scan(proc_root: &Path) -> Result<impl Iterator<Item = (Process, PathBuf)>, Ta
 
 /// Reads one process from its /proc directory; `None` if it is gone, a zombie or a kernel thread.
 pub fn read_process(dir: &Path) -> Option<(Process, PathBuf)> {
-    let stat = fs::read_to_string(dir.join("stat")).ok()?;
-    let process = parse_stat(&stat)?;
+    let mut buf = [0u8; 1024];
+    let stat = read_small(&dir.join("stat"), &mut buf).ok()?;
+    let process = parse_stat(std::str::from_utf8(stat).ok()?)?;
     Some((process, dir.to_path_buf()))
+}
+
+/// Reads a small /proc file into `buf` with as few system calls as possible: procfs reports
+/// size 0, so `fs::read` would grow its buffer over several reads; this is open, read until
+/// the buffer is full or the end is reached, close. Longer content is truncated, which is fine
+/// for the fields read here (stat, status, cgroup; cmdline beyond 4 KiB).
+fn read_small<'b>(path: &Path, buf: &'b mut [u8]) -> io::Result<&'b [u8]> {
+    use std::io::Read;
+    let mut file = fs::File::open(path)?;
+    let mut len = 0;
+    while len < buf.len() {
+        match file.read(&mut buf[len..])? {
+            0 => break,
+            n => len += n,
+        }
+    }
+    Ok(&buf[..len])
 }
 
 /// Parses /proc/PID/stat. `comm` may hold spaces and parentheses, so fields are counted from
@@ -272,15 +290,17 @@ fn parse_stat(stat: &str) -> Option<Process> {
 }
 
 fn read_cmdline(dir: &Path) -> Option<String> {
-    let raw = fs::read(dir.join("cmdline")).ok()?;
-    let text = String::from_utf8_lossy(&raw);
+    let mut buf = [0u8; 4096];
+    let raw = read_small(&dir.join("cmdline"), &mut buf).ok()?;
+    let text = String::from_utf8_lossy(raw);
     Some(text.trim_end_matches('\0').replace('\0', " "))
 }
 
 /// The process's cgroup membership (all lines of /proc/PID/cgroup: the v2 `0::` line and any
 /// v1 controller lines), used as the identity of its container.
 fn read_cgroup(dir: &Path) -> Option<String> {
-    let text = fs::read_to_string(dir.join("cgroup")).ok()?;
+    let mut buf = [0u8; 2048];
+    let text = std::str::from_utf8(read_small(&dir.join("cgroup"), &mut buf).ok()?).ok()?;
     let mut lines: Vec<&str> = text.lines().filter(|l| !l.is_empty()).collect();
     lines.sort_unstable();
     Some(lines.join(";"))
@@ -372,8 +392,9 @@ impl PinnedProcess {
 
     /// Reads the process's current signal dispositions and UID.
     pub fn signal_state(&self) -> io::Result<SignalState> {
-        let status = fs::read_to_string(self.proc_dir.join("status"))?;
-        parse_status(&status).ok_or_else(|| {
+        let mut buf = [0u8; 4096];
+        let status = read_small(&self.proc_dir.join("status"), &mut buf)?;
+        parse_status(&String::from_utf8_lossy(status)).ok_or_else(|| {
             io::Error::new(io::ErrorKind::InvalidData, "unreadable /proc/PID/status")
         })
     }

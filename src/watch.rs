@@ -7,8 +7,9 @@
 //!   is the commit point and is passed on at once;
 //! - a plain directory: recursively; events settle for `--settle` before the read;
 //! - a single file: its parent directory, filtered to the file's name (survives rename-over);
-//! - every existing directory also gets its parent watched, so deleting and recreating it is
-//!   seen; a path that does not exist yet is waited for through its nearest existing ancestor.
+//! - a path that does not exist (yet, or any more) is waited for through its nearest existing
+//!   ancestor. An existing directory's parent is not watched: the directory's own delete/move
+//!   events say when it goes, and sibling activity in the parent would wake nudge for nothing.
 //!
 //! Queue overflow, watch plan changes and the periodic resync ask for a full rehash.
 
@@ -21,7 +22,7 @@ use notify::event::{AccessKind, AccessMode};
 use notify::{Event, EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 use tokio::sync::{mpsc, watch};
 use tokio::time::{sleep_until, Instant};
-use tracing::{debug, error, warn};
+use tracing::{debug, error, trace, warn};
 
 use crate::snapshot::DATA_LINK;
 
@@ -243,7 +244,10 @@ impl VolumeWatcher {
         settling: &mut HashMap<VolumeId, Instant>,
     ) -> Vec<Touch> {
         let event = match event {
-            Ok(event) => event,
+            Ok(event) => {
+                trace!(kind = ?event.kind, paths = ?event.paths, "inotify event");
+                event
+            }
             Err(e) => {
                 warn!(error = %e, "inotify reported an error; rescanning every volume");
                 self.replan_logged();
@@ -350,7 +354,10 @@ fn desired_watches(volumes: &[PathBuf]) -> HashMap<PathBuf, WatchedDir> {
                     RecursiveMode::Recursive
                 };
                 add(volume, mode);
-                if let Some(parent) = volume.parent().filter(|p| !p.as_os_str().is_empty()) {
+            }
+            Ok(_) => {
+                // A single file: watch its directory, so rename-over and recreation are seen.
+                if let Some(parent) = volume.parent().filter(|p| p.is_dir()) {
                     add(parent, RecursiveMode::NonRecursive);
                 }
             }
@@ -411,6 +418,10 @@ mod tests {
         std::fs::create_dir_all(&wanted).unwrap();
         let plan = desired_watches(std::slice::from_ref(&wanted));
         assert_eq!(plan[&wanted].mode, RecursiveMode::Recursive);
-        assert!(plan.contains_key(&d.path().join("a/b")));
+        assert_eq!(
+            plan.len(),
+            1,
+            "an existing directory's parent is not watched"
+        );
     }
 }

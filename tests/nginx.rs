@@ -7,6 +7,7 @@ mod support;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::Command;
 
@@ -77,8 +78,12 @@ fn nginx_serves_the_new_config_after_nudges_sighup() {
     let port = free_port();
     let conf = write_main_config(dir.path(), &volume.dir, port);
     let mut nginx_cmd = Command::new("nginx");
-    nginx_cmd.arg("-c").arg(&conf).args(["-g", "daemon off;"]);
-    let nginx = Running::spawn(nginx_cmd);
+    nginx_cmd
+        .arg("-c")
+        .arg(&conf)
+        .args(["-g", "daemon off;"])
+        .process_group(0);
+    let nginx = Nginx(Running::spawn(nginx_cmd));
     eventually("nginx to answer", || {
         get(port).as_deref() == Some("version one")
     });
@@ -91,7 +96,7 @@ fn nginx_serves_the_new_config_after_nudges_sighup() {
     });
 
     // Only the master was signalled: its workers share the name "nginx" and were skipped.
-    let master = nginx.pid();
+    let master = nginx.0.pid();
     let sent: Vec<String> = nudge
         .output()
         .into_iter()
@@ -109,4 +114,15 @@ fn nginx_serves_the_new_config_after_nudges_sighup() {
         "no worker was signalled: {}",
         sent[0]
     );
+}
+
+/// nginx in its own process group, so that teardown ends the master and every worker (a
+/// SIGKILL to the master alone would leave its workers orphaned).
+struct Nginx(Running);
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let group = nix::unistd::Pid::from_raw(-self.0.pid());
+        let _ = nix::sys::signal::kill(group, nix::sys::signal::Signal::SIGKILL);
+    }
 }

@@ -306,3 +306,23 @@ fn sigterm_stops_nudge_cleanly_within_a_second() {
         started.elapsed()
     );
 }
+
+#[test]
+fn a_directory_replaced_by_rename_keeps_working() {
+    let f = Fixture::new();
+    let dir = f.path("plain");
+    fs::create_dir(&dir).expect("mkdir");
+    fs::write(dir.join("a.conf"), "1").expect("write");
+    let app = f.app("plain");
+    let _nudge = f.nudge(&["plain"], &["--settle", "50ms"]);
+    let staged = f.path("staged");
+    fs::create_dir(&staged).expect("mkdir staged");
+    fs::write(staged.join("a.conf"), "2").expect("write staged");
+    fs::rename(&dir, f.path("old")).expect("move away");
+    fs::rename(&staged, &dir).expect("move in");
+    app.wait_reloads(1);
+    fs::write(dir.join("a.conf"), "3").expect("write into the new directory");
+    app.wait_reloads(2);
+    settle_quietly();
+    assert_eq!(app.reloads().len(), 2);
+}
