@@ -14,6 +14,7 @@ use tracing::{error, info, warn};
 
 use crate::action::ReloadAction;
 use crate::snapshot::{KeyChanges, VolumeChange, VolumeSnapshot};
+use crate::status::{AttemptOutcome, Status};
 
 /// First retry delay after a failed attempt.
 const RETRY_FIRST: Duration = Duration::from_millis(100);
@@ -40,6 +41,7 @@ pub struct Reload {
 
 /// Content per volume: what was last acted on, and the newest seen.
 struct Contents {
+    status: Status,
     paths: Vec<PathBuf>,
     acted: Vec<Option<Arc<VolumeSnapshot>>>,
     latest: Vec<Option<Arc<VolumeSnapshot>>>,
@@ -57,6 +59,10 @@ impl Contents {
             removed = ?diff.removed,
             modified = ?diff.modified,
             "content changed"
+        );
+        self.status.content_changed(
+            &self.paths[change.volume],
+            &change.snapshot.hash.to_string(),
         );
         self.latest[change.volume] = Some(change.snapshot);
     }
@@ -96,9 +102,11 @@ pub async fn run(
     latest: Vec<Option<Arc<VolumeSnapshot>>>,
     mut action: ReloadAction,
     mut changes: mpsc::Receiver<VolumeChange>,
+    status: Status,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut contents = Contents {
+        status: status.clone(),
         paths,
         acted,
         latest,
@@ -118,7 +126,7 @@ pub async fn run(
         let ready = due.is_some() && retry_at.is_none_or(|at| at <= Instant::now());
         if let (true, Some(reload)) = (ready, due) {
             attempt += 1;
-            match perform(&mut action, &reload, attempt).await {
+            match perform(&mut action, &reload, attempt, &status).await {
                 true => {
                     contents.acted_on(&reload);
                     attempt = 0;
@@ -140,7 +148,12 @@ pub async fn run(
 }
 
 /// One attempt, logged with its outcome and duration; true when it succeeded.
-async fn perform(action: &mut ReloadAction, reload: &Reload, attempt: u32) -> bool {
+async fn perform(
+    action: &mut ReloadAction,
+    reload: &Reload,
+    attempt: u32,
+    status: &Status,
+) -> bool {
     let started = Instant::now();
     let volumes: Vec<String> = reload
         .volumes
@@ -159,7 +172,17 @@ async fn perform(action: &mut ReloadAction, reload: &Reload, attempt: u32) -> bo
         })
         .collect();
     let result = action.perform(reload).await;
-    let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let took = started.elapsed();
+    let elapsed_ms = took.as_secs_f64() * 1000.0;
+    match &result {
+        Ok(_) => status.attempt(action.name(), AttemptOutcome::Success, took, Some(true)),
+        Err(e) => status.attempt(
+            action.name(),
+            AttemptOutcome::Failure,
+            took,
+            e.target_found(),
+        ),
+    }
     match result {
         Ok(outcome) => {
             info!(action = action.name(), ?volumes, ?keys, attempt, elapsed_ms, effects = ?outcome.effects, "reloaded");

@@ -8,8 +8,9 @@
 //! - [`decide`]   coalesce changes, retry with backoff, hand the newest content to the action
 //! - [`action`]   what a reload is ([`action::ReloadAction`]): signal the app
 //! - [`target`]   find the app's process in the shared PID namespace (/proc scan, pidfd)
+//! - [`status`]   what the stages report (counters, readiness) for the admin server
 //!
-//! [`run`] wires the stages together with channels and a shutdown signal.
+//! [`run()`] wires the stages together with channels and a shutdown signal.
 
 pub mod action;
 pub mod config;
@@ -17,6 +18,7 @@ pub mod decide;
 pub mod inject;
 pub mod run;
 pub mod snapshot;
+pub mod status;
 pub mod target;
 pub mod watch;
 

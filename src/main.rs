@@ -71,7 +71,7 @@ fn block_on(settings: Settings) -> anyhow::Result<()> {
                 _ = int.recv() => {}
             }
         };
-        nudge::run(settings, stop).await?;
+        nudge::run(settings, nudge::status::Status::default(), stop).await?;
         Ok(())
     })
 }

@@ -8,6 +8,7 @@ use tracing::info;
 
 use crate::config::Settings;
 use crate::snapshot::VolumeSnapshot;
+use crate::status::Status;
 use crate::watch::{VolumeWatcher, WatchError};
 use crate::{decide, snapshot};
 
@@ -15,8 +16,10 @@ use crate::{decide, snapshot};
 const QUEUE: usize = 64;
 
 /// Runs the sidecar until `shutdown` resolves. Fails only if inotify cannot start.
+/// `status` receives what the stages report, for the admin server.
 pub async fn run(
     settings: Settings,
+    status: Status,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), WatchError> {
     let Settings {
@@ -28,8 +31,13 @@ pub async fn run(
         ..
     } = settings;
     // Watch before taking the baseline, so nothing written in between is missed.
-    let watcher = VolumeWatcher::new(paths.clone())?;
+    let watcher = VolumeWatcher::new(paths.clone(), status.clone())?;
     let baseline = snapshot::baseline(&paths);
+    for (path, snapshot) in paths.iter().zip(&baseline) {
+        if let Some(snapshot) = snapshot {
+            status.baseline(path, &snapshot.hash.to_string());
+        }
+    }
     let acted: Vec<Option<Arc<VolumeSnapshot>>> = if reload_on_start {
         vec![None; paths.len()]
     } else {
@@ -54,6 +62,7 @@ pub async fn run(
             baseline,
             action,
             change_rx,
+            status,
             stop_rx,
         )),
     ];

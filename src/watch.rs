@@ -25,6 +25,7 @@ use tokio::time::{sleep_until, Instant};
 use tracing::{debug, error, trace, warn};
 
 use crate::snapshot::DATA_LINK;
+use crate::status::Status;
 
 /// Index of a watched path in the order the user gave them.
 pub type VolumeId = usize;
@@ -111,6 +112,7 @@ struct WatchedDir {
 /// The inotify watches for all volumes, kept in line with what exists on disk.
 pub struct VolumeWatcher {
     volumes: Vec<PathBuf>,
+    status: Status,
     watcher: RecommendedWatcher,
     active: HashMap<PathBuf, WatchedDir>,
     events: mpsc::UnboundedReceiver<notify::Result<Event>>,
@@ -118,7 +120,7 @@ pub struct VolumeWatcher {
 
 impl VolumeWatcher {
     /// Starts inotify and watches every volume (or its nearest existing ancestor).
-    pub fn new(volumes: Vec<PathBuf>) -> Result<Self, WatchError> {
+    pub fn new(volumes: Vec<PathBuf>, status: Status) -> Result<Self, WatchError> {
         let (tx, events) = mpsc::unbounded_channel();
         // notify calls this on its own thread; the receiver side lives in the tokio task.
         let watcher = notify::recommended_watcher(move |event| {
@@ -127,11 +129,13 @@ impl VolumeWatcher {
         .map_err(|e| WatchError::from_notify(Path::new(""), e))?;
         let mut this = VolumeWatcher {
             volumes,
+            status,
             watcher,
             active: HashMap::new(),
             events,
         };
         this.replan()?;
+        this.status.set_watching(true);
         Ok(this)
     }
 
@@ -249,6 +253,7 @@ impl VolumeWatcher {
                 event
             }
             Err(e) => {
+                self.status.watch_error();
                 warn!(error = %e, "inotify reported an error; rescanning every volume");
                 self.replan_logged();
                 return self.rescan_all();
@@ -286,12 +291,18 @@ impl VolumeWatcher {
     }
 
     fn replan_logged(&mut self) {
-        if let Err(e) = self.replan() {
-            error!(error = %e, "cannot keep watching; the periodic resync still catches changes");
+        match self.replan() {
+            Ok(()) => self.status.set_watching(true),
+            Err(e) => {
+                self.status.watch_error();
+                self.status.set_watching(false);
+                error!(error = %e, "cannot keep watching; the periodic resync still catches changes");
+            }
         }
     }
 
     fn rescan_all(&self) -> Vec<Touch> {
+        self.status.rescanned();
         (0..self.volumes.len())
             .map(|volume| Touch {
                 volume,

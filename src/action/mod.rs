@@ -31,6 +31,17 @@ pub enum ActionError {
     Signal(#[from] signal::SignalError),
 }
 
+impl ActionError {
+    /// Whether the target process was found: `Some(false)` when the error is that it was not
+    /// (or was ambiguous), `None` when the error says nothing about it.
+    pub fn target_found(&self) -> Option<bool> {
+        match self {
+            ActionError::Signal(signal::SignalError::Target(_)) => Some(false),
+            ActionError::Signal(_) => Some(true),
+        }
+    }
+}
+
 impl ReloadAction {
     /// Performs one reload attempt for `reload`.
     pub async fn perform(&mut self, reload: &Reload) -> Result<Outcome, ActionError> {
