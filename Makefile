@@ -18,8 +18,9 @@ release:
 demo: release
 	@scripts/demo.sh
 
-## test: the whole test suite (unit, integration with real processes, pod emulation, nginx)
-test:
+## test: the whole test suite (unit, integration with real processes, pod emulation, nginx,
+## the static binary in an empty root)
+test: static
 	$(CARGO) build --all-targets
 	$(CARGO) test --all-targets --no-fail-fast
 

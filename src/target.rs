@@ -134,7 +134,7 @@ fn topmost_matches(
 ) -> Result<Vec<Process>, TargetError> {
     let own_pid = std::process::id() as i32;
     let matched: Vec<Process> = scan(proc_root)?
-        .filter(|(p, _)| p.pid != own_pid && p.ppid != own_pid)
+        .filter(|(p, _)| p.pid != own_pid)
         .filter(|(p, dir)| matches(p, dir))
         .map(|(p, _)| p)
         .collect();
@@ -397,6 +397,12 @@ impl PinnedProcess {
         parse_status(&String::from_utf8_lossy(status)).ok_or_else(|| {
             io::Error::new(io::ErrorKind::InvalidData, "unreadable /proc/PID/status")
         })
+    }
+
+    /// The pidfd: it turns readable when the process exits.
+    pub fn pidfd(&self) -> std::os::fd::BorrowedFd<'_> {
+        use std::os::fd::AsFd;
+        self.pidfd.as_fd()
     }
 
     /// Sends `signal` through the pidfd.
