@@ -272,24 +272,6 @@ fn main() -> Result<(), Error> {
         &app_bin,
         &format!("exec {} \"$VOL0\" $APP_PID", floor_bin.display()),
     )?;
-    let exp_mode = std::env::var("HOP_EXPERIMENT").ok();
-    if let Some(mode) = &exp_mode {
-        let exp_bin = root.join("target/release/examples/hop_experiment");
-        let mut exp = Subject::start(
-            "exp",
-            &app_bin,
-            &format!("exec {} \"$VOL0\" $APP_PID {mode}", exp_bin.display()),
-        )?;
-        for n in 1..=updates {
-            floor.update(n)?;
-            exp.update(n)?;
-            sleep(Duration::from_millis(5));
-        }
-        let (f50, _, _) = summary(&floor.latencies_us);
-        let (e50, e99, _) = summary(&exp.latencies_us);
-        println!("EXP {mode}: floor p50 {f50:.0} exp p50 {e50:.0} p99 {e99:.0}");
-        return Ok(());
-    }
     let mut nudge = Subject::start(
         "nudge",
         &app_bin,
