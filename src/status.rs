@@ -39,6 +39,12 @@ pub struct StatusState {
     pub rescans: u64,
     /// Errors from inotify or from keeping watches in place.
     pub watch_errors: u64,
+    /// Volumes whose newest content fails validation, with the reason.
+    pub validation_failing: BTreeMap<PathBuf, String>,
+    /// New content held back because it failed validation.
+    pub validation_failures: u64,
+    /// Restarts within 10 minutes of the previous one (the kubelet backs off).
+    pub restart_backoff_warnings: u64,
 }
 
 /// A cloneable handle to the shared [`StatusState`].
@@ -88,6 +94,26 @@ impl Status {
         self.lock()
             .hashes
             .insert(volume.to_path_buf(), hash.to_owned());
+    }
+
+    /// The newest content of `volume` failed validation and is held back.
+    pub fn validation_failed(&self, volume: &Path, reason: &str) {
+        let mut state = self.lock();
+        state.validation_failures += 1;
+        state
+            .validation_failing
+            .insert(volume.to_path_buf(), reason.to_owned());
+    }
+
+    /// The newest content of `volume` passed validation (or was replaced by content that did).
+    pub fn validation_passed(&self, volume: &Path) {
+        self.lock().validation_failing.remove(volume);
+    }
+
+    /// The restart action restarted the app again soon after the previous restart, so the
+    /// kubelet's CrashLoopBackOff delay applies.
+    pub fn restart_backoff_warning(&self) {
+        self.lock().restart_backoff_warnings += 1;
     }
 
     /// One reload attempt ended.

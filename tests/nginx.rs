@@ -14,6 +14,9 @@ use std::process::Command;
 use support::kubelet::KubeletVolume;
 use support::*;
 
+/// `--process nginx` matches every nginx master on the machine: one nginx at a time.
+static ONE_NGINX: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn nginx_available() -> bool {
     let found = Command::new("nginx")
         .arg("-v")
@@ -67,6 +70,7 @@ fn write_main_config(dir: &Path, volume: &Path, port: u16) -> std::path::PathBuf
 
 #[test]
 fn nginx_serves_the_new_config_after_nudges_sighup() {
+    let _one_nginx = ONE_NGINX.lock().unwrap_or_else(|e| e.into_inner());
     if !nginx_available() {
         return;
     }
@@ -125,4 +129,70 @@ impl Drop for Nginx {
         let group = nix::unistd::Pid::from_raw(-self.0.pid());
         let _ = nix::sys::signal::kill(group, nix::sys::signal::Signal::SIGKILL);
     }
+}
+
+#[test]
+fn nginx_keeps_serving_the_old_page_when_nginx_t_rejects_the_new_config() {
+    let _one_nginx = ONE_NGINX.lock().unwrap_or_else(|e| e.into_inner());
+    if !nginx_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let volume = KubeletVolume::create(
+        dir.path().join("conf.d"),
+        &[("site.conf", &site("version one"))],
+    );
+    let port = free_port();
+    let conf = write_main_config(dir.path(), &volume.dir, port);
+    let mut nginx_cmd = Command::new("nginx");
+    nginx_cmd
+        .arg("-c")
+        .arg(&conf)
+        .args(["-g", "daemon off;"])
+        .process_group(0);
+    let _nginx = Nginx(Running::spawn(nginx_cmd));
+    eventually("nginx to answer", || {
+        get(port).as_deref() == Some("version one")
+    });
+
+    let watch = volume.dir.display().to_string();
+    let check = format!("nginx -t -c {}", conf.display());
+    let nudge = start_nudge(&[
+        "--watch",
+        &watch,
+        "--process",
+        "nginx",
+        "--validate-cmd",
+        &check,
+    ]);
+    // A directive nginx does not know: `nginx -t` fails, nudge holds the SIGHUP.
+    volume.write(&[("site.conf", "no_such_directive on;\n")]);
+    nudge.wait_for("new content is invalid");
+    let held = nudge
+        .output()
+        .into_iter()
+        .find(|l| l.contains("new content is invalid"))
+        .unwrap_or_default();
+    assert!(
+        held.contains("validation command \\\"nginx\\\"")
+            || held.contains("validation command \"nginx\""),
+        "{held}"
+    );
+    assert!(
+        held.contains("no_such_directive"),
+        "nginx's own message is logged: {held}"
+    );
+    settle_quietly();
+    assert_eq!(
+        get(port).as_deref(),
+        Some("version one"),
+        "nginx still serves the old page"
+    );
+    assert_eq!(nudge.count("reloaded"), 0);
+
+    volume.write(&[("site.conf", &site("version three"))]);
+    eventually("nginx to serve the fixed config", || {
+        get(port).as_deref() == Some("version three")
+    });
+    assert_eq!(nudge.count("reloaded"), 1);
 }

@@ -32,7 +32,7 @@ const KILL_WAIT: Duration = Duration::from_secs(5);
 /// How long the background task looks for the restarted container.
 const WATCH_FOR_NEW: Duration = Duration::from_secs(600);
 /// How often an ending process is checked on.
-const EXIT_POLL: Duration = Duration::from_millis(10);
+const EXIT_POLL: Duration = Duration::from_millis(2);
 /// How often the background task looks for it.
 const NEW_POLL: Duration = Duration::from_millis(50);
 
@@ -242,7 +242,7 @@ fn is_self_or_ancestor(process: &Process, proc_root: &Path) -> bool {
 
 /// Waits until the pinned process has exited (gone, or a zombie awaiting its reaper); false on
 /// timeout. Polled through /proc: the process is not nudge's child, and a few reads per
-/// 10 ms for at most the grace period cost nothing worth an unsafe fd registration.
+/// 2 ms for at most the grace period cost nothing worth an unsafe fd registration.
 async fn wait_exit(pinned: &PinnedProcess, proc_root: &Path, within: Duration) -> io::Result<bool> {
     let deadline = Instant::now() + within;
     let dir = proc_root.join(pinned.process.pid.to_string());
