@@ -1,34 +1,55 @@
 //! Wires the sidecar's stages together: watch -> snapshot -> decide (-> action), connected by
-//! channels, all stopped by one shutdown signal.
+//! channels, with the admin server beside them, all stopped by one shutdown signal.
 
+use std::path::Path;
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, watch};
 use tracing::info;
 
+use crate::action::ReloadAction;
 use crate::config::Settings;
+use crate::server::{self, ServerError};
 use crate::snapshot::VolumeSnapshot;
-use crate::status::Status;
+use crate::status::{Status, TargetProbe};
 use crate::watch::{VolumeWatcher, WatchError};
-use crate::{decide, snapshot};
+use crate::{decide, snapshot, target};
 
 /// Touches and changes are tiny; a short queue is plenty because every stage coalesces.
 const QUEUE: usize = 64;
 
-/// Runs the sidecar until `shutdown` resolves. Fails only if inotify cannot start.
-/// `status` receives what the stages report, for the admin server.
+/// Why the sidecar could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// inotify could not start.
+    #[error(transparent)]
+    Watch(#[from] WatchError),
+    /// The admin server could not listen.
+    #[error(transparent)]
+    Server(#[from] ServerError),
+}
+
+/// Runs the sidecar until `shutdown` resolves. Fails only if inotify cannot start or the admin
+/// server cannot listen. `status` receives what the stages report, for the admin server.
 pub async fn run(
     settings: Settings,
     status: Status,
     shutdown: impl std::future::Future<Output = ()>,
-) -> Result<(), WatchError> {
+) -> Result<(), RunError> {
+    let listener = match settings.listen {
+        Some(addr) => Some(server::bind(addr).await?),
+        None => None,
+    };
+    status.set_volumes(&settings.watch);
+    if let Some(probe) = target_probe(&settings.action) {
+        status.set_target_probe(probe);
+    }
     let Settings {
         watch: paths,
         settle,
         resync,
         reload_on_start,
         action,
-        decide: decide_settings,
         ..
     } = settings;
     // Watch before taking the baseline, so nothing written in between is missed.
@@ -48,8 +69,14 @@ pub async fn run(
     let (stop_tx, stop_rx) = watch::channel(false);
     let (touch_tx, touch_rx) = mpsc::channel(QUEUE);
     let (change_tx, change_rx) = mpsc::channel(QUEUE);
-    let stages = [
-        tokio::spawn(watcher.run(settle, resync, touch_tx, stop_rx.clone())),
+    let watch_status = status.clone();
+    let watch_stage = watcher.run(settle, resync, touch_tx, stop_rx.clone());
+    let mut stages = vec![
+        tokio::spawn(async move {
+            watch_stage.await;
+            // /healthz fails from here on; harmless during shutdown, telling if by a bug.
+            watch_status.watcher_stopped();
+        }),
         tokio::spawn(snapshot::run(
             paths.clone(),
             baseline.clone(),
@@ -62,12 +89,14 @@ pub async fn run(
             acted,
             baseline,
             action,
-            decide_settings,
             change_rx,
-            status,
-            stop_rx,
+            status.clone(),
+            stop_rx.clone(),
         )),
     ];
+    if let Some(listener) = listener {
+        stages.push(tokio::spawn(server::serve(listener, status, stop_rx)));
+    }
     info!(volumes = ?paths, "watching");
     shutdown.await;
     info!("shutting down");
@@ -76,4 +105,24 @@ pub async fn run(
         let _ = stage.await;
     }
     Ok(())
+}
+
+/// For actions that signal a process: how `/readyz` and `/metrics` look for it now.
+#[allow(irrefutable_let_patterns)] // other actions (webhook, exec) have no target process
+fn target_probe(action: &ReloadAction) -> Option<TargetProbe> {
+    let ReloadAction::Signal(signal) = action else {
+        return None;
+    };
+    let selector = signal.selector().clone();
+    Some(Box::new(move || {
+        match target::find(&selector, Path::new("/proc")) {
+            Ok(found) if !found.is_empty() => Ok(found
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")),
+            Ok(_) => Err(format!("no {selector} is running")),
+            Err(e) => Err(e.to_string()),
+        }
+    }))
 }

@@ -70,6 +70,7 @@ fn a_missing_pid_file_or_watch_path_is_not_invalid_input() {
             "--pid-file",
             "/nonexistent/app.pid",
         ])
+        .env("RELOAD_LISTEN", "127.0.0.1:0")
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("spawn");

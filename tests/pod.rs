@@ -48,6 +48,8 @@ impl PodFixture {
                 self.volume.dir.to_str().expect("utf-8 path"),
             ),
             ("RUST_LOG", "nudge=debug"),
+            // Emulated pods share the host network: one port per nudge.
+            ("RELOAD_LISTEN", "127.0.0.1:0"),
         ];
         vars.extend_from_slice(env);
         let nudge = self

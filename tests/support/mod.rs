@@ -3,7 +3,6 @@
 //! for conditions with a deadline; they never sleep and hope).
 #![allow(dead_code)]
 
-pub mod http;
 pub mod kubelet;
 pub mod pod;
 
@@ -153,6 +152,8 @@ pub fn start_nudge(args: &[&str]) -> Running {
     command
         .args(args)
         .env("RUST_LOG", "nudge=debug")
+        // Port 0: tests run in parallel, and each nudge still serves its admin endpoints.
+        .env("RELOAD_LISTEN", "127.0.0.1:0")
         .env_remove("RELOAD_WATCH");
     let nudge = Running::spawn(command);
     nudge.wait_for("watching");
