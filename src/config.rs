@@ -13,8 +13,16 @@ use clap::builder::BoolishValueParser;
 use nix::sys::signal::Signal;
 use regex::Regex;
 
-use crate::action::{ReloadAction, SignalAction, UnhandledSignal};
+use crate::action::webhook::{
+    parse_header, ExpectedStatus, WebhookAction, WebhookSettings, WebhookUrl,
+};
+use crate::action::{
+    ActionKind, ExecAction, ReloadAction, RestartAction, SignalAction, UnhandledSignal,
+};
+use crate::decide::DecideSettings;
 use crate::target::Selector;
+use crate::validate::{split_words, Validation};
+use hyper::Method;
 
 /// Environment variable for `--watch` (comma-separated list of paths).
 pub const ENV_WATCH: &str = "RELOAD_WATCH";
@@ -36,6 +44,34 @@ pub const ENV_SETTLE: &str = "RELOAD_SETTLE";
 pub const ENV_RESYNC: &str = "RELOAD_RESYNC";
 /// Environment variable for `--log-level` (`RUST_LOG` wins when set).
 pub const ENV_LOG_LEVEL: &str = "RELOAD_LOG_LEVEL";
+/// Environment variable for `--action`.
+pub const ENV_ACTION: &str = "RELOAD_ACTION";
+/// Environment variable for `--restart-signal`.
+pub const ENV_RESTART_SIGNAL: &str = "RELOAD_RESTART_SIGNAL";
+/// Environment variable for `--grace`.
+pub const ENV_GRACE: &str = "RELOAD_GRACE";
+/// Environment variable for `--webhook-url` (comma-separated list).
+pub const ENV_WEBHOOK_URL: &str = "RELOAD_WEBHOOK_URL";
+/// Environment variable for `--webhook-method`.
+pub const ENV_WEBHOOK_METHOD: &str = "RELOAD_WEBHOOK_METHOD";
+/// Environment variable for `--webhook-status`.
+pub const ENV_WEBHOOK_STATUS: &str = "RELOAD_WEBHOOK_STATUS";
+/// Environment variable for `--webhook-timeout`.
+pub const ENV_WEBHOOK_TIMEOUT: &str = "RELOAD_WEBHOOK_TIMEOUT";
+/// Environment variable for `--webhook-retries`.
+pub const ENV_WEBHOOK_RETRIES: &str = "RELOAD_WEBHOOK_RETRIES";
+/// Environment variable for `--webhook-header` (one `Name: value` per line).
+pub const ENV_WEBHOOK_HEADER: &str = "RELOAD_WEBHOOK_HEADER";
+/// Environment variable for `--exec` (a command line, split into words without a shell).
+pub const ENV_EXEC: &str = "RELOAD_EXEC";
+/// Environment variable for `--exec-timeout`.
+pub const ENV_EXEC_TIMEOUT: &str = "RELOAD_EXEC_TIMEOUT";
+/// Environment variable for `--validate`.
+pub const ENV_VALIDATE: &str = "RELOAD_VALIDATE";
+/// Environment variable for `--validate-cmd`.
+pub const ENV_VALIDATE_CMD: &str = "RELOAD_VALIDATE_CMD";
+/// Environment variable for `--min-interval`.
+pub const ENV_MIN_INTERVAL: &str = "RELOAD_MIN_INTERVAL";
 /// Environment variable for `--log-format`.
 pub const ENV_LOG_FORMAT: &str = "RELOAD_LOG_FORMAT";
 /// Environment variable for `--listen`.
@@ -49,6 +85,12 @@ pub const DEFAULT_SIGNAL: &str = "SIGHUP";
 pub const DEFAULT_SETTLE: &str = "100ms";
 /// Default period of the full rehash that catches anything inotify missed.
 pub const DEFAULT_RESYNC: &str = "2m";
+/// Default action: send the reload signal.
+pub const DEFAULT_ACTION: &str = "signal";
+/// Default validation: parse YAML, JSON and TOML files by extension.
+pub const DEFAULT_VALIDATE: &str = "auto";
+/// Default least time between two reloads: none.
+pub const DEFAULT_MIN_INTERVAL: &str = "0";
 /// Default address of the admin server (`/healthz`, `/readyz`, `/metrics`): every interface.
 pub const DEFAULT_LISTEN: &str = ":9533";
 /// Default log format.
@@ -64,8 +106,9 @@ pub struct WatchArgs {
 
     /// Quiet time after the last event in a plain directory or file before it is read.
     /// Kubelet volumes are read at once when `..data` is swapped.
-    #[arg(long, env = ENV_SETTLE, value_name = "DURATION", default_value = DEFAULT_SETTLE,
-          help_heading = "Watching")]
+    /// (`--debounce` is another name for it.)
+    #[arg(long, alias = "debounce", env = ENV_SETTLE, value_name = "DURATION",
+          default_value = DEFAULT_SETTLE, help_heading = "Watching")]
     pub settle: String,
 
     /// Rehash every watched path this often as a safety net (acts only if content differs);
@@ -104,6 +147,83 @@ pub struct WatchArgs {
     #[arg(long = "signal-unhandled", env = ENV_SIGNAL_UNHANDLED, value_name = "POLICY",
           default_value = "refuse", help_heading = "Target")]
     pub signal_unhandled: String,
+
+    /// What a reload does: `signal` the app, `restart` its container, call a `webhook`, or
+    /// `exec` a command.
+    #[arg(long, env = ENV_ACTION, value_name = "ACTION", default_value = DEFAULT_ACTION,
+          help_heading = "Action")]
+    pub action: String,
+
+    /// restart: the signal that asks the container's main process to stop.
+    #[arg(long = "restart-signal", env = ENV_RESTART_SIGNAL, value_name = "SIGNAL",
+          default_value = crate::action::restart::DEFAULT_RESTART_SIGNAL, help_heading = "Action")]
+    pub restart_signal: String,
+
+    /// restart: how long the main process may take to exit before SIGKILL.
+    #[arg(long, env = ENV_GRACE, value_name = "DURATION",
+          default_value = crate::action::restart::DEFAULT_GRACE, help_heading = "Action")]
+    pub grace: String,
+
+    /// webhook: URL to call; repeat the flag or comma-separate in the env var.
+    /// `http://user:pass@host/` sends basic auth (the password is never logged).
+    #[arg(long = "webhook-url", env = ENV_WEBHOOK_URL, value_name = "URL", help_heading = "Action")]
+    pub webhook_url: Vec<String>,
+
+    /// webhook: request method.
+    #[arg(long = "webhook-method", env = ENV_WEBHOOK_METHOD, value_name = "METHOD",
+          default_value = crate::action::webhook::DEFAULT_METHOD, help_heading = "Action")]
+    pub webhook_method: String,
+
+    /// webhook: expected status: a code (200), a class (2xx), a range (200-299), or a list.
+    #[arg(long = "webhook-status", env = ENV_WEBHOOK_STATUS, value_name = "STATUS",
+          default_value = crate::action::webhook::DEFAULT_STATUS, help_heading = "Action")]
+    pub webhook_status: String,
+
+    /// webhook: time limit of one request, response included.
+    #[arg(long = "webhook-timeout", env = ENV_WEBHOOK_TIMEOUT, value_name = "DURATION",
+          default_value = crate::action::webhook::DEFAULT_TIMEOUT, help_heading = "Action")]
+    pub webhook_timeout: String,
+
+    /// webhook: retries after a failed request (exponential backoff with jitter, at most 30s
+    /// apart), then give up until the content changes again.
+    #[arg(long = "webhook-retries", env = ENV_WEBHOOK_RETRIES, value_name = "N",
+          default_value = crate::action::webhook::DEFAULT_RETRIES, help_heading = "Action")]
+    pub webhook_retries: String,
+
+    /// webhook: extra request header `Name: value`; repeat the flag, or one per line in the
+    /// env var.
+    #[arg(long = "webhook-header", env = ENV_WEBHOOK_HEADER, value_name = "NAME:VALUE",
+          help_heading = "Action")]
+    pub webhook_header: Vec<String>,
+
+    /// exec: the command and its arguments (no shell; end the list with `;` if more flags
+    /// follow). One value (or the env var) is split into words: `--exec "kill -USR1 7"`.
+    /// The changed volume paths are in NUDGE_CHANGED, colon-separated.
+    #[arg(long, env = ENV_EXEC, value_name = "CMD", num_args = 1.., allow_hyphen_values = true,
+          value_terminator = ";", help_heading = "Action")]
+    pub exec: Vec<String>,
+
+    /// exec: how long the command may run before it is killed and counted as failed.
+    #[arg(long = "exec-timeout", env = ENV_EXEC_TIMEOUT, value_name = "DURATION",
+          default_value = crate::action::exec::DEFAULT_TIMEOUT, help_heading = "Action")]
+    pub exec_timeout: String,
+
+    /// Validate new content before acting: `auto` parses changed .yaml/.yml/.json/.toml
+    /// files; `none` does not. Invalid content is held back.
+    #[arg(long, env = ENV_VALIDATE, value_name = "MODE", default_value = DEFAULT_VALIDATE,
+          help_heading = "Validation")]
+    pub validate: String,
+
+    /// Command that must exit 0 for new content to be acted on (no shell; NUDGE_CHANGED
+    /// holds the changed volume paths), e.g. "nginx -t -c /etc/nginx/nginx.conf".
+    #[arg(long = "validate-cmd", env = ENV_VALIDATE_CMD, value_name = "CMD",
+          help_heading = "Validation")]
+    pub validate_cmd: Option<String>,
+
+    /// Least time between the starts of two reloads; changes meanwhile become one reload.
+    #[arg(long = "min-interval", env = ENV_MIN_INTERVAL, value_name = "DURATION",
+          default_value = DEFAULT_MIN_INTERVAL, help_heading = "Validation")]
+    pub min_interval: String,
 
     /// Log level: error, warn, info, debug or trace (`RUST_LOG` overrides).
     #[arg(long = "log-level", env = ENV_LOG_LEVEL, value_name = "LEVEL", default_value = "info",
@@ -146,6 +266,8 @@ pub struct Settings {
     pub log_format: LogFormat,
     /// Address of the admin server; `None` when `--listen off`.
     pub listen: Option<SocketAddr>,
+    /// Validation gate and pacing of the decide stage.
+    pub decide: DecideSettings,
 }
 
 /// How log lines are written.
@@ -247,7 +369,11 @@ impl Settings {
             "--listen",
             ENV_LISTEN,
         );
-        let (Some(log_format), Some(listen)) = (log_format, listen) else {
+        let choice = ActionChoice::from_args(args, &mut errors);
+        let decide = decide_settings(args, &mut errors);
+        let (Some(log_format), Some(listen), Some(choice), Some(decide)) =
+            (log_format, listen, choice, decide)
+        else {
             return Err(ConfigErrors(errors));
         };
         match (settle, resync, signal, unhandled, selector, log_level) {
@@ -263,10 +389,11 @@ impl Settings {
                 settle,
                 resync: (!resync.is_zero()).then_some(resync),
                 reload_on_start: args.reload_on_start,
-                action: ReloadAction::Signal(SignalAction::new(signal, selector, unhandled)),
+                action: choice.into_action(signal, selector, unhandled),
                 log_level,
                 log_format,
                 listen,
+                decide,
             }),
             _ => Err(ConfigErrors(errors)),
         }
@@ -275,6 +402,230 @@ impl Settings {
 
 /// Result of parsing one raw value: the parsed value, or the raw value and what was expected.
 type Parsed<T> = Result<T, (String, String)>;
+
+/// The action chosen by `--action`, with its own settings validated; the target selector and
+/// reload signal are shared with the signal action and joined in [`ActionChoice::into_action`].
+enum ActionChoice {
+    Signal,
+    Restart { signal: Signal, grace: Duration },
+    Webhook(Box<WebhookAction>),
+    Exec(ExecAction),
+}
+
+impl ActionChoice {
+    /// Validates `--action` and the flags of the chosen action (only those: a default webhook
+    /// URL is no error for `--action signal`).
+    fn from_args(args: &WatchArgs, errors: &mut Vec<ConfigError>) -> Option<ActionChoice> {
+        let kind = collect(
+            errors,
+            args.action.parse::<ActionKind>(),
+            "--action",
+            ENV_ACTION,
+        )?;
+        match kind {
+            ActionKind::Signal => Some(ActionChoice::Signal),
+            ActionKind::Restart => {
+                let signal = collect(
+                    errors,
+                    parse_signal(&args.restart_signal),
+                    "--restart-signal",
+                    ENV_RESTART_SIGNAL,
+                );
+                let grace = collect(errors, parse_duration(&args.grace), "--grace", ENV_GRACE);
+                Some(ActionChoice::Restart {
+                    signal: signal?,
+                    grace: grace?,
+                })
+            }
+            ActionKind::Webhook => {
+                webhook(args, errors).map(|w| ActionChoice::Webhook(Box::new(w)))
+            }
+            ActionKind::Exec => exec(args, errors).map(ActionChoice::Exec),
+        }
+    }
+
+    fn into_action(
+        self,
+        signal: Signal,
+        selector: Selector,
+        unhandled: UnhandledSignal,
+    ) -> ReloadAction {
+        match self {
+            ActionChoice::Signal => {
+                ReloadAction::Signal(SignalAction::new(signal, selector, unhandled))
+            }
+            ActionChoice::Restart { signal, grace } => {
+                ReloadAction::Restart(RestartAction::new(signal, grace, selector))
+            }
+            ActionChoice::Webhook(action) => ReloadAction::Webhook(action),
+            ActionChoice::Exec(action) => ReloadAction::Exec(action),
+        }
+    }
+}
+
+fn webhook(args: &WatchArgs, errors: &mut Vec<ConfigError>) -> Option<WebhookAction> {
+    let before = errors.len();
+    let raw_urls: Vec<&str> = args
+        .webhook_url
+        .iter()
+        .flat_map(|list| list.split(','))
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .collect();
+    if raw_urls.is_empty() {
+        errors.push(ConfigError {
+            flag: "--webhook-url",
+            env: ENV_WEBHOOK_URL,
+            value: String::new(),
+            expected: "at least one URL with --action webhook, e.g. http://localhost:9090/-/reload"
+                .into(),
+        });
+    }
+    let urls: Vec<WebhookUrl> = raw_urls
+        .iter()
+        .filter_map(|u| collect(errors, u.parse(), "--webhook-url", ENV_WEBHOOK_URL))
+        .collect();
+    let method = collect(
+        errors,
+        Method::from_bytes(args.webhook_method.trim().to_ascii_uppercase().as_bytes()).map_err(
+            |_| {
+                (
+                    args.webhook_method.clone(),
+                    "an HTTP method such as POST or GET".into(),
+                )
+            },
+        ),
+        "--webhook-method",
+        ENV_WEBHOOK_METHOD,
+    );
+    let expected = collect(
+        errors,
+        args.webhook_status.parse::<ExpectedStatus>(),
+        "--webhook-status",
+        ENV_WEBHOOK_STATUS,
+    );
+    let timeout = collect(
+        errors,
+        parse_duration(&args.webhook_timeout).and_then(|d| non_zero(d, &args.webhook_timeout)),
+        "--webhook-timeout",
+        ENV_WEBHOOK_TIMEOUT,
+    );
+    let retries = collect(
+        errors,
+        args.webhook_retries.trim().parse::<u32>().map_err(|_| {
+            (
+                args.webhook_retries.clone(),
+                "a number of retries, e.g. 5".into(),
+            )
+        }),
+        "--webhook-retries",
+        ENV_WEBHOOK_RETRIES,
+    );
+    let headers: Vec<_> = args
+        .webhook_header
+        .iter()
+        .flat_map(|list| list.lines())
+        .filter(|h| !h.trim().is_empty())
+        .filter_map(|h| {
+            collect(
+                errors,
+                parse_header(h),
+                "--webhook-header",
+                ENV_WEBHOOK_HEADER,
+            )
+        })
+        .collect();
+    if errors.len() > before {
+        return None;
+    }
+    // Shown redacted, should the action fail to build (no CA certificates for https).
+    let shown = urls
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
+    let settings = WebhookSettings {
+        urls,
+        method: method?,
+        expected: expected?,
+        timeout: timeout?,
+        headers,
+        retries: retries?,
+    };
+    collect(
+        errors,
+        WebhookAction::new(settings).map_err(|e| (shown, e)),
+        "--webhook-url",
+        ENV_WEBHOOK_URL,
+    )
+}
+
+fn exec(args: &WatchArgs, errors: &mut Vec<ConfigError>) -> Option<ExecAction> {
+    let argv = match args.exec.as_slice() {
+        // One value (or the env var): a command line, split into words without a shell.
+        [line] => collect(
+            errors,
+            split_words(line).map_err(|e| (line.clone(), format!("a command line ({e})"))),
+            "--exec",
+            ENV_EXEC,
+        )?,
+        argv => argv.to_vec(),
+    };
+    if argv.is_empty() {
+        errors.push(ConfigError {
+            flag: "--exec",
+            env: ENV_EXEC,
+            value: String::new(),
+            expected: "a command with --action exec, e.g. --exec /bin/reload.sh".into(),
+        });
+    }
+    let timeout = collect(
+        errors,
+        parse_duration(&args.exec_timeout).and_then(|d| non_zero(d, &args.exec_timeout)),
+        "--exec-timeout",
+        ENV_EXEC_TIMEOUT,
+    )?;
+    (!argv.is_empty()).then(|| ExecAction::new(argv, timeout))
+}
+
+fn decide_settings(args: &WatchArgs, errors: &mut Vec<ConfigError>) -> Option<DecideSettings> {
+    let mode = match args.validate.trim().to_ascii_lowercase().as_str() {
+        "auto" => Ok(Validation::Auto),
+        "none" => Ok(Validation::None),
+        _ => Err((
+            args.validate.clone(),
+            "auto or none (or set --validate-cmd)".to_owned(),
+        )),
+    };
+    let mode = collect(errors, mode, "--validate", ENV_VALIDATE);
+    let command = match args.validate_cmd.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(line) => collect(
+            errors,
+            split_words(line).map_err(|e| (line.to_owned(), format!("a command line ({e})"))),
+            "--validate-cmd",
+            ENV_VALIDATE_CMD,
+        ),
+    };
+    let min_interval = collect(
+        errors,
+        parse_duration(&args.min_interval),
+        "--min-interval",
+        ENV_MIN_INTERVAL,
+    );
+    Some(DecideSettings {
+        // A command replaces the built-in parsers: it knows the app's own syntax.
+        validation: command.map_or(mode?, Validation::Command),
+        min_interval: min_interval?,
+    })
+}
+
+fn non_zero(duration: Duration, raw: &str) -> Parsed<Duration> {
+    if duration.is_zero() {
+        return Err((raw.to_owned(), "a duration above zero, e.g. 5s".to_owned()));
+    }
+    Ok(duration)
+}
 
 fn collect<T>(
     errors: &mut Vec<ConfigError>,
@@ -504,7 +855,9 @@ mod tests {
     #[test]
     fn no_selector_means_the_other_container() {
         let s = settings(&["--watch", "/a"]).expect("valid");
-        let ReloadAction::Signal(action) = s.action;
+        let ReloadAction::Signal(action) = s.action else {
+            panic!("the default action is signal")
+        };
         assert!(matches!(action.selector(), Selector::OtherContainer));
     }
 }

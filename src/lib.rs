@@ -6,7 +6,8 @@
 //! - [`watch`]    inotify on each watched path -> [`watch::Touch`] ("look at volume N")
 //! - [`snapshot`] read + SHA-256 a volume -> [`snapshot::VolumeSnapshot`], only when content moved
 //! - [`decide`]   coalesce changes, retry with backoff, hand the newest content to the action
-//! - [`action`]   what a reload is ([`action::ReloadAction`]): signal the app
+//! - [`action`]   what a reload is ([`action::ReloadAction`]): signal, restart, webhook, exec
+//! - [`validate`] the validation gate: YAML/JSON/TOML syntax or a user command
 //! - [`target`]   find the app's process in the shared PID namespace (/proc scan, pidfd)
 //! - [`status`]   what the stages report: Prometheus metrics, readiness conditions, liveness
 //! - [`server`]   the admin HTTP server: `/healthz`, `/readyz`, `/metrics`
@@ -28,6 +29,7 @@ pub mod server;
 pub mod snapshot;
 pub mod status;
 pub mod target;
+pub mod validate;
 pub mod watch;
 
 pub use run::run;

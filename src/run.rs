@@ -50,6 +50,7 @@ pub async fn run(
         resync,
         reload_on_start,
         action,
+        decide: decide_settings,
         ..
     } = settings;
     // Watch before taking the baseline, so nothing written in between is missed.
@@ -89,6 +90,7 @@ pub async fn run(
             acted,
             baseline,
             action,
+            decide_settings,
             change_rx,
             status.clone(),
             stop_rx.clone(),

@@ -3,6 +3,7 @@
 //! for conditions with a deadline; they never sleep and hope).
 #![allow(dead_code)]
 
+pub mod http;
 pub mod kubelet;
 pub mod pod;
 
