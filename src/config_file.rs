@@ -109,7 +109,7 @@ pub fn file_args(
         let key = scalar(key).unwrap_or_default();
         let arg = command
             .get_arguments()
-            .find(|a| a.get_long() == Some(key.as_str()) && !NOT_IN_FILE.contains(&key.as_str()))
+            .find(|a| names_of(a).any(|n| n == key) && !NOT_IN_FILE.contains(&key.as_str()))
             .ok_or_else(|| FileError::UnknownKey {
                 path: path.into(),
                 line: line_of(text, &key),
@@ -150,6 +150,13 @@ fn flag_args(key: &str, takes_values: bool, values: &[String]) -> Vec<OsString> 
             .into_iter()
             .collect()
     }
+}
+
+/// The long flag name and its aliases (`debounce` for `settle`): each is a valid key.
+fn names_of(arg: &clap::Arg) -> impl Iterator<Item = &str> {
+    arg.get_long()
+        .into_iter()
+        .chain(arg.get_all_aliases().unwrap_or_default())
 }
 
 fn scalar(value: &Value) -> Option<String> {

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 use tokio::time::{sleep_until, Instant};
-use tracing::{debug, error, info, warn};
+use tracing::{debug, error, info, info_span, warn, Instrument};
 
 use crate::action::ReloadAction;
 use crate::snapshot::{Digest, KeyChanges, VolumeChange, VolumeSnapshot};
@@ -437,7 +437,17 @@ async fn perform(
                 .chain(&v.changes.modified)
         })
         .collect();
-    let result = action.perform(reload).await;
+    // Every line logged during the attempt carries these; the action records its target.
+    let span = info_span!(
+        "reload",
+        action = action.name(),
+        volume = %volumes.join(","),
+        keys = ?keys,
+        target_pid = tracing::field::Empty,
+        target_name = tracing::field::Empty,
+    );
+    let result = action.perform(reload).instrument(span.clone()).await;
+    let _in_span = span.enter();
     let took = started.elapsed();
     let elapsed_ms = took.as_secs_f64() * 1000.0;
     match &result {
@@ -452,22 +462,22 @@ async fn perform(
     let name = action.name();
     let e = match result {
         Ok(outcome) => {
-            info!(action = name, ?volumes, ?keys, attempt, elapsed_ms, effects = ?outcome.effects, "reloaded");
+            info!(action = name, ?volumes, ?keys, attempt, elapsed_ms, outcome = "success", effects = ?outcome.effects, "reloaded");
             return Next::Done;
         }
         Err(e) => e,
     };
     match policy.delay(attempt) {
         None => {
-            error!(action = name, ?volumes, attempt, elapsed_ms, error = %e, "reload failed; giving up on this content after {attempt} attempts (the next change is acted on)");
+            error!(action = name, ?volumes, attempt, elapsed_ms, outcome = "failure", error = %e, "reload failed; giving up on this content after {attempt} attempts (the next change is acted on)");
             Next::GiveUp
         }
         Some(retry_in) if attempt == 1 || attempt.is_power_of_two() || policy.retries.is_some() => {
-            error!(action = name, ?volumes, attempt, elapsed_ms, error = %e, ?retry_in, "reload failed; will retry");
+            error!(action = name, ?volumes, attempt, elapsed_ms, outcome = "failure", error = %e, ?retry_in, "reload failed; will retry");
             Next::RetryIn(retry_in)
         }
         Some(retry_in) => {
-            warn!(action = name, attempt, elapsed_ms, error = %e, ?retry_in, "reload failed; will retry");
+            warn!(action = name, attempt, elapsed_ms, outcome = "failure", error = %e, ?retry_in, "reload failed; will retry");
             Next::RetryIn(retry_in)
         }
     }

@@ -16,11 +16,13 @@ pub fn init(level: &str, format: LogFormat) {
         .with_ansi(false);
     match format {
         LogFormat::Text => builder.init(),
-        // Flattened so a log shipper sees `volume`, `outcome`, ... as top-level keys.
+        // The event's fields at the top level; those of the reload it belongs to (volume,
+        // keys, action, target) under `span`.
         LogFormat::Json => builder
             .json()
             .flatten_event(true)
-            .with_current_span(false)
+            .with_current_span(true)
+            .with_span_list(false)
             .init(),
     }
 }

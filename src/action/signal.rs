@@ -122,7 +122,13 @@ impl SignalAction {
         let mut first_error = None;
         for process in targets {
             match self.send_to(&process) {
-                Ok(()) => effects.push(format!("sent {} to {process}", self.signal)),
+                Ok(()) => {
+                    // Shown on the reload's log lines (the span decide opened for the attempt).
+                    let span = tracing::Span::current();
+                    span.record("target_pid", process.pid);
+                    span.record("target_name", process.comm.as_str());
+                    effects.push(format!("sent {} to {process}", self.signal));
+                }
                 Err(e) => {
                     warn!(target_pid = process.pid, target_name = %process.comm, error = %e, "signal not delivered");
                     first_error.get_or_insert(e);
