@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use crate::action::ReloadAction;
 use crate::config::Settings;
+use crate::run::target_of;
 use crate::snapshot::DATA_LINK;
 use crate::target::{self, Process};
 
@@ -189,44 +190,40 @@ fn check_mounts(mounts: &[Mount], watched: &[PathBuf], report: &mut Report) {
     }
 }
 
-#[allow(irrefutable_let_patterns)] // other actions (webhook, exec) have no target process
 fn check_target(action: &ReloadAction, report: &mut Report) {
     report.line(format!("Action: {}", action.name()));
-    let ReloadAction::Signal(signal) = action else {
+    let Some((selector, signal)) = target_of(action) else {
         return;
     };
-    report.line(format!(
-        "Target ({}, signal {}):",
-        signal.selector(),
-        signal.signal()
-    ));
-    match target::find(signal.selector(), Path::new("/proc")) {
+    report.line(format!("Target ({selector}, signal {signal}):"));
+    // Only a reload signal must be handled; restart's SIGTERM is meant to end the process.
+    let must_handle = matches!(action, ReloadAction::Signal(_));
+    match target::find(selector, Path::new("/proc")) {
         Ok(found) if found.is_empty() => report.problem("no process matches"),
         Ok(found) => {
             for process in &found {
-                check_process(process, signal.signal() as i32, report);
+                check_process(process, signal as i32, must_handle, report);
             }
         }
         Err(e) => report.problem(e.to_string()),
     }
 }
 
-fn check_process(process: &Process, signal: i32, report: &mut Report) {
+fn check_process(process: &Process, signal: i32, must_handle: bool, report: &mut Report) {
     let dir = PathBuf::from(format!("/proc/{}", process.pid));
     let status = fs::read_to_string(dir.join("status")).unwrap_or_default();
     let uids = uids(&status);
     let mut line = String::new();
     let _ = write!(line, "  {process}");
-    if let Some((real, _, saved)) = uids {
+    if let Some((real, _, _)) = uids {
         let _ = write!(line, ", uid {real}");
-        let _ = saved;
     }
     report.line(line);
     match permission(uids) {
         Ok(why) => report.line(format!("  may signal it: {why}")),
         Err(why) => report.problem(format!("may not signal {process}: {why}")),
     }
-    if let Some(state) = target::parse_status(&status) {
+    if let Some(state) = target::parse_status(&status).filter(|_| must_handle) {
         if !state.handles(signal) {
             report.problem(format!(
                 "{process} neither catches nor ignores signal {signal}: its default action would terminate it, so nudge refuses to send it (--signal-unhandled)"

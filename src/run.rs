@@ -2,6 +2,8 @@
 //! channels, with the admin server beside them, all stopped by one shutdown signal.
 
 use std::path::Path;
+
+use nix::sys::signal::Signal;
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, watch};
@@ -12,6 +14,7 @@ use crate::config::Settings;
 use crate::server::{self, ServerError};
 use crate::snapshot::VolumeSnapshot;
 use crate::status::{Status, TargetProbe};
+use crate::target::Selector;
 use crate::watch::{VolumeWatcher, WatchError};
 use crate::{decide, snapshot, target};
 
@@ -109,13 +112,19 @@ pub async fn run(
     Ok(())
 }
 
-/// For actions that signal a process: how `/readyz` and `/metrics` look for it now.
-#[allow(irrefutable_let_patterns)] // other actions (webhook, exec) have no target process
+/// The target process of actions that have one (signal, restart): its selector and the
+/// signal it gets. Webhook and exec have no target.
+pub fn target_of(action: &ReloadAction) -> Option<(&Selector, Signal)> {
+    match action {
+        ReloadAction::Signal(a) => Some((a.selector(), a.signal())),
+        ReloadAction::Restart(a) => Some((a.selector(), a.signal())),
+        ReloadAction::Webhook(_) | ReloadAction::Exec(_) => None,
+    }
+}
+
+/// For actions with a target process: how `/readyz` and `/metrics` look for it now.
 fn target_probe(action: &ReloadAction) -> Option<TargetProbe> {
-    let ReloadAction::Signal(signal) = action else {
-        return None;
-    };
-    let selector = signal.selector().clone();
+    let selector = target_of(action)?.0.clone();
     Some(Box::new(move || {
         match target::find(&selector, Path::new("/proc")) {
             Ok(found) if !found.is_empty() => Ok(found

@@ -101,6 +101,16 @@ impl RestartAction {
         }
     }
 
+    /// How the process whose container is restarted is chosen (for readiness and `nudge check`).
+    pub fn selector(&self) -> &Selector {
+        &self.selector
+    }
+
+    /// The signal that asks the main process to stop.
+    pub fn signal(&self) -> Signal {
+        self.signal
+    }
+
     /// Reports to `status` (the CrashLoopBackOff warning counter).
     pub fn set_status(&mut self, status: Status) {
         self.status = status;
