@@ -25,6 +25,8 @@ pub mod decide;
 pub mod inject;
 pub mod logging;
 pub mod run;
+#[cfg(feature = "rollout")]
+pub mod rollout;
 pub mod server;
 pub mod snapshot;
 pub mod status;

@@ -35,6 +35,10 @@ enum Command {
     Inject(nudge::inject::cli::InjectArgs),
     /// Remove exactly what `nudge inject` added.
     Uninject(nudge::inject::cli::UninjectArgs),
+    /// Run the cluster controller: roll annotated workloads when a ConfigMap or Secret they
+    /// use changes.
+    #[cfg(feature = "rollout")]
+    Rollout(nudge::rollout::cli::RolloutArgs),
 }
 
 const EXAMPLES: &str = "\
@@ -68,6 +72,8 @@ fn main() -> ExitCode {
         Some(Command::Check(args)) => check(&args),
         Some(Command::Inject(args)) => nudge::inject::cli::inject(&args),
         Some(Command::Uninject(args)) => nudge::inject::cli::uninject(&args),
+        #[cfg(feature = "rollout")]
+        Some(Command::Rollout(args)) => nudge::rollout::cli::rollout(&args),
         None => watch(&cli.watch),
     }
 }

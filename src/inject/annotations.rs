@@ -307,6 +307,16 @@ pub fn decide(layers: &[Layer]) -> Result<(Decision, Vec<Warning>), Problem> {
     Ok((Decision::Inject(request), warnings))
 }
 
+/// What the rollout controller follows for a workload: the watch list its annotations ask
+/// for, or `None` when nothing asks (or `nudge.dev/inject: "false"` opts out). Validates
+/// exactly as [`decide`] does, so `nudge inject` and `nudge rollout` agree on every value.
+pub fn followed(layers: &[Layer]) -> Result<Option<WatchSpec>, Problem> {
+    Ok(match decide(layers)?.0 {
+        Decision::Inject(request) => Some(request.watch),
+        Decision::OptOut | Decision::NotRequested => None,
+    })
+}
+
 /// The names one layer asks for, from `nudge.dev/watch` and the name-list aliases.
 fn explicit_watch(layer: &Layer) -> Result<Option<WatchSpec>, Problem> {
     let mut everything = Kinds::default();

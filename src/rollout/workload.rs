@@ -1,0 +1,182 @@
+//! The three workload kinds behind one trait, what the controller reads from them (annotation
+//! layers, the recorded hash) and the server-side apply body it writes. Pure.
+
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::PodTemplateSpec;
+use k8s_openapi::NamespaceResourceScope;
+use kube::Resource;
+use serde::de::DeserializeOwned;
+use serde_json::json;
+
+use super::{HASH_ANNOTATION, SOURCES_ANNOTATION};
+use crate::inject::annotations::Layer;
+
+/// A Deployment, StatefulSet or DaemonSet.
+pub trait Workload:
+    Resource<DynamicType = (), Scope = NamespaceResourceScope>
+    + Clone
+    + DeserializeOwned
+    + Debug
+    + Send
+    + Sync
+    + 'static
+{
+    /// The pod template, when the spec is present.
+    fn template(&self) -> Option<&PodTemplateSpec>;
+}
+
+impl Workload for Deployment {
+    fn template(&self) -> Option<&PodTemplateSpec> {
+        Some(&self.spec.template)
+    }
+}
+
+impl Workload for StatefulSet {
+    fn template(&self) -> Option<&PodTemplateSpec> {
+        Some(&self.spec.template)
+    }
+}
+
+impl Workload for DaemonSet {
+    fn template(&self) -> Option<&PodTemplateSpec> {
+        Some(&self.spec.template)
+    }
+}
+
+/// `deployment/NAME` for messages.
+pub fn display<K: Workload>(workload: &K) -> String {
+    format!(
+        "{}/{}",
+        K::kind(&()).to_ascii_lowercase(),
+        workload.meta().name.as_deref().unwrap_or_default()
+    )
+}
+
+fn layer(annotations: Option<&BTreeMap<String, String>>) -> Layer {
+    annotations
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+/// The annotation layers the shared parser reads, outermost first: the workload's metadata,
+/// then the pod template's.
+pub fn layers<K: Workload>(workload: &K) -> Vec<Layer> {
+    let template = workload
+        .template()
+        .and_then(|t| t.metadata.as_ref())
+        .and_then(|m| m.annotations.as_ref());
+    vec![layer(workload.meta().annotations.as_ref()), layer(template)]
+}
+
+/// The hash the workload was last rolled to (pod template), else the baseline recorded when
+/// the controller adopted it (workload metadata), else `None`.
+pub fn recorded_hash<K: Workload>(workload: &K) -> Option<&str> {
+    let template = workload
+        .template()
+        .and_then(|t| t.metadata.as_ref())
+        .and_then(|m| m.annotations.as_ref())
+        .and_then(|a| a.get(HASH_ANNOTATION));
+    let own = workload
+        .meta()
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(HASH_ANNOTATION));
+    template.or(own).map(String::as_str)
+}
+
+/// The recorded per-object hash prefixes ([`SOURCES_ANNOTATION`]).
+pub fn recorded_sources<K: Workload>(workload: &K) -> Option<&str> {
+    let annotations = workload.meta().annotations.as_ref()?;
+    annotations.get(SOURCES_ANNOTATION).map(String::as_str)
+}
+
+/// What to write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Write {
+    /// Record the baseline on the workload only: no rollout (a workload just opted in).
+    Adopt,
+    /// Record on the workload and the pod template: the workload's strategy rolls.
+    Roll,
+}
+
+/// The server-side apply body: only the fields the `nudge` field manager owns.
+pub fn apply_body<K: Workload>(
+    name: &str,
+    hash: &str,
+    sources: &str,
+    write: Write,
+) -> serde_json::Value {
+    let metadata = json!({
+        "name": name,
+        "annotations": { HASH_ANNOTATION: hash, SOURCES_ANNOTATION: sources },
+    });
+    let mut body = json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "metadata": metadata,
+    });
+    if write == Write::Roll {
+        body["spec"] = json!({
+            "template": { "metadata": { "annotations": { HASH_ANNOTATION: hash } } }
+        });
+    }
+    body
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn deployment(own: serde_json::Value, template: serde_json::Value) -> Deployment {
+        serde_json::from_value(json!({
+            "metadata": {"name": "web", "annotations": own},
+            "spec": {
+                "selector": {},
+                "template": {"metadata": {"annotations": template}, "spec": {"containers": []}}
+            }
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn the_template_hash_wins_over_the_adopted_baseline() {
+        let both = deployment(
+            json!({HASH_ANNOTATION: "base"}),
+            json!({HASH_ANNOTATION: "rolled"}),
+        );
+        assert_eq!(recorded_hash(&both), Some("rolled"));
+        let adopted = deployment(json!({HASH_ANNOTATION: "base"}), json!({}));
+        assert_eq!(recorded_hash(&adopted), Some("base"));
+        assert_eq!(recorded_hash(&deployment(json!({}), json!({}))), None);
+    }
+
+    #[test]
+    fn adopting_never_touches_the_pod_template() {
+        let adopt = apply_body::<Deployment>("web", "h", "s", Write::Adopt);
+        assert!(adopt.get("spec").is_none());
+        let roll = apply_body::<Deployment>("web", "h", "s", Write::Roll);
+        assert_eq!(
+            roll["spec"]["template"]["metadata"]["annotations"][HASH_ANNOTATION],
+            "h"
+        );
+        assert_eq!(roll["kind"], "Deployment");
+        assert_eq!(roll["apiVersion"], "apps/v1");
+    }
+
+    #[test]
+    fn layers_are_workload_then_template() {
+        let d = deployment(json!({"a": "1"}), json!({"b": "2"}));
+        assert_eq!(
+            layers(&d),
+            [
+                vec![("a".to_owned(), "1".to_owned())],
+                vec![("b".to_owned(), "2".to_owned())]
+            ]
+        );
+    }
+}

@@ -1,0 +1,98 @@
+//! A real control plane for tests: `scripts/test-cluster.sh start DIR` once per test binary
+//! (etcd + kube-apiserver + kube-controller-manager on loopback), stopped by a watchdog when
+//! the test process exits. Missing binaries skip the tests, except under `CI=true`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// A started control plane.
+pub struct Cluster {
+    /// The admin kubeconfig.
+    pub kubeconfig: PathBuf,
+}
+
+fn script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/test-cluster.sh")
+}
+
+fn binaries_present() -> bool {
+    let Ok(out) = Command::new(script()).arg("bin-dir").output() else {
+        return false;
+    };
+    let dir = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    out.status.success() && Path::new(&dir).join("kube-apiserver").exists()
+}
+
+fn start() -> Option<Cluster> {
+    if !binaries_present() {
+        let why = "test control plane binaries missing: run `scripts/test-cluster.sh install-deps && scripts/test-cluster.sh build`";
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "{why} (CI=true: failing instead of skipping)"
+        );
+        eprintln!("SKIP: {why}");
+        return None;
+    }
+    let dir = tempfile::Builder::new()
+        .prefix("nudge-cluster-")
+        .tempdir()
+        .expect("temp dir")
+        .keep();
+    let status = Command::new(script())
+        .arg("start")
+        .arg(&dir)
+        .stdout(Stdio::null())
+        .status()
+        .expect("run test-cluster.sh start");
+    assert!(
+        status.success(),
+        "test-cluster.sh start {} failed",
+        dir.display()
+    );
+    // Stops exactly this cluster when this test process is gone (statics have no Drop).
+    let watchdog = format!(
+        "while kill -0 {pid} 2>/dev/null; do sleep 0.5; done; {script} stop {dir} >/dev/null 2>&1; rm -rf {dir}",
+        pid = std::process::id(),
+        script = script().display(),
+        dir = dir.display()
+    );
+    // Never waited for on purpose: it must outlive this process to stop the cluster.
+    #[allow(clippy::zombie_processes)]
+    Command::new("setsid")
+        .args(["sh", "-c", &watchdog])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn the cluster watchdog");
+    Some(Cluster {
+        kubeconfig: dir.join("kubeconfig"),
+    })
+}
+
+/// The shared cluster, started on first use; `None` means skip.
+pub fn cluster() -> Option<&'static Cluster> {
+    static CLUSTER: OnceLock<Option<Cluster>> = OnceLock::new();
+    CLUSTER.get_or_init(start).as_ref()
+}
+
+/// Polls `check` every 100 ms until it returns `Some`, or panics after `timeout` naming `what`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
