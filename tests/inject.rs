@@ -465,6 +465,13 @@ fn every_k8s_manifest_validates_against_the_kubernetes_schemas() {
         }
     }
     assert!(streams.len() >= 8, "{}", streams.len());
+    // The controller's install (k8s/rollout/) is validated with the examples.
+    assert!(
+        streams
+            .iter()
+            .any(|(name, _)| name == "k8s_rollout_rbac.yaml"),
+        "k8s/rollout/rbac.yaml not found"
+    );
     assert_valid(&streams);
 }
 
