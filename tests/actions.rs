@@ -355,3 +355,32 @@ fn two_hundred_updates_in_two_seconds_against_a_slow_webhook_end_on_the_final_co
         nudge.count("reloaded") == seen.len()
     });
 }
+
+#[test]
+fn min_interval_spaces_reloads_apart_and_coalesces_what_arrives_meanwhile() {
+    let f = Fixture::new(&[("a", "1")]);
+    let server = HttpServer::start(&[], Reply::Status(200));
+    let url = server.url("/reload");
+    let _nudge = f.nudge(&[
+        "--action",
+        "webhook",
+        "--webhook-url",
+        &url,
+        "--min-interval",
+        "1s",
+    ]);
+    f.volume.write(&[("a", "2")]);
+    server.wait_for_requests(1);
+    f.volume.write(&[("a", "3")]);
+    f.volume.write(&[("a", "4")]);
+    server.wait_for_requests(2);
+    settle_quietly();
+    let seen = server.seen();
+    assert_eq!(
+        seen.len(),
+        2,
+        "two changes inside the interval: one more reload"
+    );
+    let gap = seen[1].at - seen[0].at;
+    assert!(gap >= Duration::from_millis(990), "{gap:?}");
+}
