@@ -7,13 +7,14 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, ServiceAccount};
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
@@ -65,38 +66,43 @@ async fn env(test: &str) -> Option<Env> {
     })
 }
 
-/// A running `nudge rollout`; killed on drop.
-struct Controller(Child);
+/// A running `nudge rollout`; killed (SIGKILL) on drop.
+struct Controller {
+    child: Child,
+    log: PathBuf,
+}
 
 impl Controller {
     fn start(env: &Env) -> Controller {
-        let log = std::fs::File::create(
-            std::env::temp_dir().join(format!("nudge-rollout-{}.log", env.ns)),
-        )
-        .unwrap();
+        Controller::start_with(env, &env.kubeconfig, &["--namespace", &env.ns], "")
+    }
+
+    /// `nudge rollout --debounce 300ms --kubeconfig KUBECONFIG ARGS...`, logging to a file
+    /// named after the namespace and `tag`.
+    fn start_with(env: &Env, kubeconfig: &Path, args: &[&str], tag: &str) -> Controller {
+        let log = std::env::temp_dir().join(format!("nudge-rollout-{}{tag}.log", env.ns));
         let child = Command::new(env!("CARGO_BIN_EXE_nudge"))
-            .args([
-                "rollout",
-                "--debounce",
-                "300ms",
-                "--namespace",
-                &env.ns,
-                "--kubeconfig",
-            ])
-            .arg(&env.kubeconfig)
+            .args(["rollout", "--debounce", "300ms"])
+            .args(args)
+            .arg("--kubeconfig")
+            .arg(kubeconfig)
             .env("NUDGE_LOG", "info,kube=warn")
             .stdout(Stdio::null())
-            .stderr(log)
+            .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
-        Controller(child)
+        Controller { child, log }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 }
 
 impl Drop for Controller {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -457,4 +463,205 @@ fn expected_hash(name: &str, data: &[(&str, &str)]) -> String {
     let mut objects = BTreeMap::new();
     objects.insert(source.clone(), content::object_hash(&source, &data));
     content::combined_hash(&objects)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The install's RBAC (k8s/rollout/) and leader election.
+
+/// `kubectl ARGS` from the cached control-plane binaries, as the admin; panics on failure.
+fn kubectl(env: &Env, args: &[&str]) -> String {
+    let bin = kubectl_bin();
+    let out = Command::new(bin)
+        .arg("--kubeconfig")
+        .arg(&env.kubeconfig)
+        .args(args)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "kubectl {args:?}: {text}");
+    text
+}
+
+/// The cached kubectl (`scripts/test-cluster.sh bin-dir`).
+fn kubectl_bin() -> PathBuf {
+    let out = Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/test-cluster.sh"))
+        .arg("bin-dir")
+        .output()
+        .unwrap();
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()).join("kubectl")
+}
+
+fn install_file(name: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("k8s/rollout")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+/// The ServiceAccount's token, from the Secret the 1.20 token controller made for it.
+async fn service_account_token(env: &Env, ns: &str, name: &str) -> String {
+    eventually("the ServiceAccount's token Secret", WAIT, || async {
+        let sa = Api::<ServiceAccount>::namespaced(env.client.clone(), ns)
+            .get_opt(name)
+            .await
+            .ok()??;
+        let secret_name = sa.secrets?.first()?.name.clone()?;
+        let secret = Api::<Secret>::namespaced(env.client.clone(), ns)
+            .get_opt(&secret_name)
+            .await
+            .ok()??;
+        let token = secret.data?.get("token")?.0.clone();
+        String::from_utf8(token).ok()
+    })
+    .await
+}
+
+/// The admin kubeconfig with its token replaced by `token`.
+fn kubeconfig_with_token(env: &Env, token: &str) -> PathBuf {
+    let admin = std::fs::read_to_string(&env.kubeconfig).unwrap();
+    let text: Vec<String> = admin
+        .lines()
+        .map(|line| match line.split_once("token:") {
+            Some((indent, _)) => format!("{indent}token: {token}"),
+            None => line.to_owned(),
+        })
+        .collect();
+    let path = std::env::temp_dir().join(format!("nudge-sa-{}.kubeconfig", env.ns));
+    std::fs::write(&path, text.join("\n") + "\n").unwrap();
+    path
+}
+
+async fn client_for(kubeconfig: &Path) -> Client {
+    let config = Config::from_custom_kubeconfig(
+        Kubeconfig::read_from(kubeconfig).unwrap(),
+        &KubeConfigOptions::default(),
+    )
+    .await
+    .unwrap();
+    Client::try_from(config).unwrap()
+}
+
+impl Env {
+    /// `ConfigChanged` Events on workload `name`, as (reporting instance, note).
+    async fn rollout_events(&self, name: &str) -> Vec<(String, String)> {
+        let events: Api<k8s_openapi::api::events::v1::Event> =
+            Api::namespaced(self.client.clone(), &self.ns);
+        let list = events.list(&ListParams::default()).await.unwrap();
+        list.items
+            .into_iter()
+            .filter(|e| e.reason.as_deref() == Some("ConfigChanged"))
+            .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+            .map(|e| {
+                (
+                    e.reporting_instance.unwrap_or_default(),
+                    e.note.unwrap_or_default(),
+                )
+            })
+            .collect()
+    }
+
+}
+
+#[tokio::test]
+async fn the_install_service_account_may_do_everything_the_controller_does_and_may_not_write_configmaps(
+) {
+    let Some(env) = env("rbac").await else {
+        return;
+    };
+    kubectl(
+        &env,
+        &[
+            "apply",
+            "-f",
+            &install_file("namespace.yaml"),
+            "-f",
+            &install_file("serviceaccount.yaml"),
+            "-f",
+            &install_file("rbac.yaml"),
+        ],
+    );
+    let token = service_account_token(&env, "nudge-system", "nudge-rollout").await;
+    let as_controller = kubeconfig_with_token(&env, &token);
+
+    env.put_configmap("cfg", &[("k", "1")]).await;
+    env.deployment("app", watch("cfg"), volume("configMap", "cfg"))
+        .await;
+    let label = json!({"metadata": {"labels": {"nudge-test": env.ns}}});
+    env.deployments()
+        .patch("app", &PatchParams::default(), &Patch::Merge(&label))
+        .await
+        .unwrap();
+    // As installed: all namespaces (here narrowed by a label selector to this test's
+    // workload), leader election on the install's own Lease.
+    let selector = format!("nudge-test={}", env.ns);
+    let controller = Controller::start_with(
+        &env,
+        &as_controller,
+        &[
+            "--selector",
+            &selector,
+            "--leader-elect",
+            "--lease-namespace",
+            "nudge-system",
+            "--identity",
+            "rbac-test",
+        ],
+        "",
+    );
+    env.adopted("app").await;
+    env.put_configmap("cfg", &[("k", "2")]).await;
+    env.rolled_to("app", 2).await;
+    eventually("the ConfigChanged Event", WAIT, || async {
+        let events = env.rollout_events("app").await;
+        (events.len() == 1).then_some(())
+    })
+    .await;
+    let lease: Api<Lease> = Api::namespaced(env.client.clone(), "nudge-system");
+    let holder = lease.get("nudge-rollout").await.unwrap().spec.unwrap();
+    assert_eq!(holder.holder_identity.as_deref(), Some("rbac-test"));
+    let log = controller.log();
+    assert!(
+        !log.to_lowercase().contains("forbidden"),
+        "the controller was denied something:\n{log}"
+    );
+
+    // The same identity may not write ConfigMaps: 403 from the API, and from kubectl.
+    let configmaps: Api<ConfigMap> = Api::namespaced(client_for(&as_controller).await, &env.ns);
+    let body = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cfg"}, "data": {"k": "evil"}});
+    let denied = configmaps
+        .patch("cfg", &PatchParams::apply("intruder"), &Patch::Apply(&body))
+        .await
+        .expect_err("a ConfigMap write must be denied");
+    assert!(
+        matches!(&denied, kube::Error::Api(status) if status.code == 403),
+        "{denied:?}"
+    );
+    let bin = kubectl_bin();
+    let out = Command::new(bin)
+        .arg("--kubeconfig")
+        .arg(&as_controller)
+        .args([
+            "-n",
+            &env.ns,
+            "create",
+            "configmap",
+            "intruder",
+            "--from-literal=a=b",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("forbidden"),
+        "{stderr}"
+    );
+    assert_eq!(
+        env.configmaps().get("cfg").await.unwrap().data.unwrap()["k"],
+        "2"
+    );
 }
