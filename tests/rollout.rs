@@ -565,6 +565,14 @@ impl Env {
             .collect()
     }
 
+    async fn lease_holder(&self, lease: &str) -> Option<String> {
+        Api::<Lease>::namespaced(self.client.clone(), &self.ns)
+            .get_opt(lease)
+            .await
+            .unwrap()?
+            .spec?
+            .holder_identity
+    }
 }
 
 #[tokio::test]
@@ -664,4 +672,91 @@ async fn the_install_service_account_may_do_everything_the_controller_does_and_m
         env.configmaps().get("cfg").await.unwrap().data.unwrap()["k"],
         "2"
     );
+}
+
+const LEASE: &str = "nudge-rollout";
+const LEASE_DURATION: Duration = Duration::from_secs(4);
+
+/// A replica with leader election on this namespace's Lease, named `identity`.
+fn replica(env: &Env, identity: &str) -> Controller {
+    Controller::start_with(
+        env,
+        &env.kubeconfig,
+        &[
+            "--namespace",
+            &env.ns,
+            "--leader-elect",
+            "--lease-namespace",
+            &env.ns,
+            "--lease-name",
+            LEASE,
+            "--lease-duration",
+            "4s",
+            "--identity",
+            identity,
+        ],
+        &format!("-{identity}"),
+    )
+}
+
+#[tokio::test]
+async fn two_replicas_with_leader_election_roll_a_change_exactly_once() {
+    let Some(env) = env("leaderonce").await else {
+        return;
+    };
+    env.put_configmap("cfg", &[("k", "1")]).await;
+    env.deployment("app", watch("cfg"), volume("configMap", "cfg"))
+        .await;
+    let replicas = [replica(&env, "replica-a"), replica(&env, "replica-b")];
+    let leader = eventually("a lease holder", WAIT, || env.lease_holder(LEASE)).await;
+    env.adopted("app").await;
+
+    env.put_configmap("cfg", &[("k", "2")]).await;
+    env.rolled_to("app", 2).await;
+    env.stays_at("app", 2).await;
+    let events = env.rollout_events("app").await;
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].0, leader, "the Event comes from the leader");
+    let acting: Vec<&Controller> = replicas
+        .iter()
+        .filter(|r| r.log().contains("rollout: "))
+        .collect();
+    assert_eq!(acting.len(), 1, "exactly one replica rolls");
+    assert_eq!(env.lease_holder(LEASE).await, Some(leader));
+}
+
+#[tokio::test]
+async fn killing_the_leader_hands_over_and_the_standby_rolls_the_next_change_within_the_lease_duration(
+) {
+    let Some(env) = env("leaderkill").await else {
+        return;
+    };
+    env.put_configmap("cfg", &[("k", "1")]).await;
+    env.deployment("app", watch("cfg"), volume("configMap", "cfg"))
+        .await;
+    let mut replicas = vec![
+        ("replica-a", replica(&env, "replica-a")),
+        ("replica-b", replica(&env, "replica-b")),
+    ];
+    let leader = eventually("a lease holder", WAIT, || env.lease_holder(LEASE)).await;
+    let baseline = env.adopted("app").await;
+
+    // SIGKILL: no clean release, the standby must wait for the Lease to expire.
+    replicas.retain(|(identity, _)| *identity != leader);
+    let killed = std::time::Instant::now();
+    env.put_configmap("cfg", &[("k", "2")]).await;
+    // The Lease expires at most LEASE_DURATION after the kill; the standby looks every third
+    // of it, then lists, debounces (300 ms) and patches.
+    let limit = LEASE_DURATION + LEASE_DURATION / 3 + Duration::from_secs(3);
+    let hash = eventually("the standby's rollout", limit, || async {
+        env.annotation("app", true).await
+    })
+    .await;
+    let took = killed.elapsed();
+    eprintln!("handover: the new hash was on the template {took:?} after the leader was killed");
+    assert_ne!(hash, baseline);
+    env.rolled_to("app", 2).await;
+    let standby = replicas[0].0;
+    assert_eq!(env.lease_holder(LEASE).await.as_deref(), Some(standby));
+    assert!(replicas[0].1.log().contains("became leader"));
 }
