@@ -19,15 +19,16 @@ demo: release
 	@scripts/demo.sh
 
 ## test: the whole test suite (unit, integration with real processes, pod emulation, nginx,
-## the static binary in an empty root)
+## the static binary in an empty root, the rollout controller against a real API server)
 test: static
-	$(CARGO) build --all-targets
-	$(CARGO) test --all-targets --no-fail-fast
+	$(CARGO) build --all-targets --features rollout
+	$(CARGO) test --all-targets --features rollout --no-fail-fast
 
 ## lint: formatting and clippy, as CI runs them
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
+	$(CARGO) clippy --all-targets --features rollout -- -D warnings
 
 ## static: a fully static nudge (what the container image ships)
 static:
