@@ -34,7 +34,11 @@ pub const RETRY_MAX: Duration = Duration::from_secs(30);
 /// First wait after a failed attempt.
 pub const RETRY_FIRST: Duration = Duration::from_millis(500);
 
-type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Empty<Bytes>>;
+#[cfg(feature = "https")]
+type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
+#[cfg(not(feature = "https"))]
+type Connector = HttpConnector;
+type HttpsClient = Client<Connector, Empty<Bytes>>;
 
 /// Why one request failed.
 #[derive(Debug, thiserror::Error)]
@@ -260,20 +264,7 @@ impl WebhookAction {
             .urls
             .iter()
             .any(|u| u.uri.scheme_str() == Some("https"));
-        let builder = hyper_rustls::HttpsConnectorBuilder::new();
-        let builder = if needs_tls {
-            builder
-                .with_native_roots()
-                .map_err(|e| format!("no system root certificates for https ({e}); mount the CA bundle (/etc/ssl/certs) into the container"))?
-        } else {
-            // Plain http only: an empty root store; no certificate file is read.
-            builder.with_tls_config(
-                rustls::ClientConfig::builder()
-                    .with_root_certificates(rustls::RootCertStore::empty())
-                    .with_no_client_auth(),
-            )
-        };
-        let connector = builder.https_or_http().enable_http1().build();
+        let connector = connector(needs_tls)?;
         let client = Client::builder(TokioExecutor::new()).build(connector);
         Ok(WebhookAction {
             done: vec![false; settings.urls.len()],
@@ -365,6 +356,35 @@ impl WebhookAction {
         }
         Ok(status)
     }
+}
+
+/// The connector: https through rustls with the system roots (read only when an https URL
+/// is configured), else plain http.
+#[cfg(feature = "https")]
+fn connector(needs_tls: bool) -> Result<Connector, String> {
+    let builder = hyper_rustls::HttpsConnectorBuilder::new();
+    let builder = if needs_tls {
+        builder.with_native_roots().map_err(|e| {
+            format!("no system root certificates for https ({e}); mount the CA bundle (/etc/ssl/certs) into the container")
+        })?
+    } else {
+        // Plain http only: an empty root store; no certificate file is read.
+        builder.with_tls_config(
+            rustls::ClientConfig::builder()
+                .with_root_certificates(rustls::RootCertStore::empty())
+                .with_no_client_auth(),
+        )
+    };
+    Ok(builder.https_or_http().enable_http1().build())
+}
+
+/// The connector of a build without the `https` feature: plain http only.
+#[cfg(not(feature = "https"))]
+fn connector(needs_tls: bool) -> Result<Connector, String> {
+    if needs_tls {
+        return Err("this nudge was built without https support (cargo feature \"https\")".into());
+    }
+    Ok(HttpConnector::new())
 }
 
 /// An error and its sources on one line. hyper's errors never carry the URL, so no
