@@ -215,6 +215,7 @@ mod tests {
                     .default_value("SIGHUP"),
             )
             .arg(Arg::new("dry").long("dry").action(ArgAction::SetTrue))
+            .arg(Arg::new("settle").long("settle").alias("debounce"))
             .arg(Arg::new("config").long("config"))
     }
 
@@ -241,6 +242,14 @@ mod tests {
         assert_eq!(
             extra(text, &["--signal", "HUP"]).expect("valid"),
             ["--watch=/a", "--watch=/b", "--dry"]
+        );
+    }
+
+    #[test]
+    fn flag_aliases_are_keys_too() {
+        assert_eq!(
+            extra("debounce: 1s\n", &[]).expect("valid"),
+            ["--debounce=1s"]
         );
     }
 

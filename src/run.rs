@@ -47,6 +47,12 @@ pub async fn run(
     if let Some(probe) = target_probe(&settings.action) {
         status.set_target_probe(probe);
     }
+    // The effective settings, once, on the "watching" line below.
+    let action_name = settings.action.name();
+    let target = target_of(&settings.action).map(|(selector, _)| selector.to_string());
+    let admin = settings
+        .listen
+        .map_or_else(|| "off".to_owned(), |a| a.to_string());
     let Settings {
         watch: paths,
         settle,
@@ -102,7 +108,7 @@ pub async fn run(
     if let Some(listener) = listener {
         stages.push(tokio::spawn(server::serve(listener, status, stop_rx)));
     }
-    info!(volumes = ?paths, "watching");
+    info!(volumes = ?paths, action = action_name, process = ?target, %admin, ?settle, ?resync, "watching");
     shutdown.await;
     info!("shutting down");
     let _ = stop_tx.send(true);
