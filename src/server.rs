@@ -108,15 +108,27 @@ async fn respond(
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return Ok(text(StatusCode::METHOD_NOT_ALLOWED, "only GET\n".into()));
     }
-    Ok(match req.uri().path() {
-        "/healthz" => healthz(&status),
-        "/readyz" => readyz(&status),
-        "/metrics" => metrics(&status),
-        _ => text(
-            StatusCode::NOT_FOUND,
-            "not found; try /healthz, /readyz or /metrics\n".into(),
-        ),
-    })
+    let answer: fn(&Status) -> Response<Full<Bytes>> = match req.uri().path() {
+        "/healthz" => healthz,
+        "/readyz" => readyz,
+        "/metrics" => metrics,
+        _ => {
+            return Ok(text(
+                StatusCode::NOT_FOUND,
+                "not found; try /healthz, /readyz or /metrics\n".into(),
+            ))
+        }
+    };
+    // Readiness and metrics scan /proc for the target; off the runtime thread, so a slow
+    // scan never delays the pipeline.
+    Ok(tokio::task::spawn_blocking(move || answer(&status))
+        .await
+        .unwrap_or_else(|_| {
+            text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the handler failed\n".into(),
+            )
+        }))
 }
 
 fn healthz(status: &Status) -> Response<Full<Bytes>> {
