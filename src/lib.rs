@@ -24,9 +24,9 @@ pub mod config_file;
 pub mod decide;
 pub mod inject;
 pub mod logging;
-pub mod run;
 #[cfg(feature = "rollout")]
 pub mod rollout;
+pub mod run;
 pub mod server;
 pub mod snapshot;
 pub mod status;

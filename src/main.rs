@@ -20,8 +20,6 @@ struct Cli {
     watch: WatchArgs,
 }
 
-// Parsed once at start-up: boxing the large variant would buy nothing.
-#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Run the sidecar: watch the volumes and reload the app on every real change (default).

@@ -399,12 +399,6 @@ impl PinnedProcess {
         })
     }
 
-    /// The pidfd: it turns readable when the process exits.
-    pub fn pidfd(&self) -> std::os::fd::BorrowedFd<'_> {
-        use std::os::fd::AsFd;
-        self.pidfd.as_fd()
-    }
-
     /// Sends `signal` through the pidfd.
     pub fn send(&self, signal: nix::sys::signal::Signal) -> io::Result<()> {
         let signal = rustix::process::Signal::from_named_raw(signal as i32)

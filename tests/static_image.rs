@@ -16,7 +16,8 @@ use support::*;
 const UID: u32 = 65532;
 
 fn static_binary() -> Option<PathBuf> {
-    let bin = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/x86_64-unknown-linux-gnu/release/nudge");
+    let bin = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("target/x86_64-unknown-linux-gnu/release/nudge");
     if bin.exists() && nix::unistd::geteuid().is_root() {
         return Some(bin);
     }
@@ -34,7 +35,9 @@ fn open_permissions(path: &std::path::Path, mode: u32) {
 
 #[test]
 fn static_binary_reloads_the_app_from_an_empty_root_as_uid_65532() {
-    let Some(binary) = static_binary() else { return };
+    let Some(binary) = static_binary() else {
+        return;
+    };
     let dir = tempfile::tempdir().expect("tempdir");
     open_permissions(dir.path(), 0o755);
     let volume = KubeletVolume::create(dir.path().join("config"), &[("app.yaml", "v: 1")]);
@@ -50,7 +53,11 @@ fn static_binary_reloads_the_app_from_an_empty_root_as_uid_65532() {
         .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
         .collect();
     entries.sort();
-    assert_eq!(entries, ["config", "nudge", "proc"], "the root holds only what FROM scratch would");
+    assert_eq!(
+        entries,
+        ["config", "nudge", "proc"],
+        "the root holds only what FROM scratch would"
+    );
 
     let logs = dir.path().join("logs");
     fs::create_dir(&logs).expect("log dir");
@@ -69,12 +76,24 @@ fn static_binary_reloads_the_app_from_an_empty_root_as_uid_65532() {
         log = app_log.display(),
     );
     let mut command = Command::new("unshare");
-    command.args(["--pid", "--fork", "--mount", "--propagation", "private", "sh", "-c", &script]);
+    command.args([
+        "--pid",
+        "--fork",
+        "--mount",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        &script,
+    ]);
     command.env("RUST_LOG", "nudge=debug");
     let pod = Running::spawn(command);
     pod.wait_for("watching");
 
-    let app = ReloadApp { process: Running::spawn(Command::new("true")), log: app_log };
+    let app = ReloadApp {
+        process: Running::spawn(Command::new("true")),
+        log: app_log,
+    };
     volume.write(&[("app.yaml", "v: 2")]);
     app.wait_reloads(1);
     assert_eq!(app.reloads()[0].1, "app.yaml=v: 2");
@@ -91,14 +110,26 @@ fn nudge_uid_in(pod: &Running) -> Option<u32> {
     let children = fs::read_to_string(format!("/proc/{unshare}/task/{unshare}/children")).ok()?;
     let pid: i32 = children.split_whitespace().next()?.parse().ok()?;
     let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status.lines().find_map(|l| l.strip_prefix("Uid:"))?.split_whitespace().next()?.parse().ok()
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 fn kill_namespace(pod: &Running) {
     let unshare = pod.pid();
     if let Ok(children) = fs::read_to_string(format!("/proc/{unshare}/task/{unshare}/children")) {
-        for child in children.split_whitespace().filter_map(|c| c.parse::<i32>().ok()) {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child), nix::sys::signal::Signal::SIGKILL);
+        for child in children
+            .split_whitespace()
+            .filter_map(|c| c.parse::<i32>().ok())
+        {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(child),
+                nix::sys::signal::Signal::SIGKILL,
+            );
         }
     }
 }
