@@ -243,11 +243,14 @@ launch() { # name logfile cmd... setsid: survive the caller's terminal/session.
     setsid "$@" </dev/null >>"$log" 2>&1 &
     local pid=$! n exe
     echo "$name $pid" >>"$CLUSTER_DIR/pids"
-    # Wait for setsid (or env) to exec the binary, so that pid_alive can recognise it.
-    for (( n = 0; n < 100; n++ )); do
+    # Wait until the forked shell has exec'd setsid (or env) and that has exec'd the binary, so
+    # that pid_alive can recognise it: under load the fork-to-exec window is long, and the PID
+    # first shows this script's shell, then setsid, then the binary.
+    for (( n = 0; n < 200; n++ )); do
+        [[ -d /proc/$pid ]] || break
         exe=
         IFS= read -r -d '' exe <"/proc/$pid/cmdline" 2>/dev/null || true
-        [[ $(basename -- "${exe:-x}") == @(setsid|env) ]] || break
+        [[ $(basename -- "${exe:-x}") == "$name" ]] && break
         sleep 0.05
     done
 }
