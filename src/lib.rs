@@ -23,6 +23,8 @@ pub mod config;
 pub mod config_file;
 pub mod decide;
 pub mod inject;
+#[cfg(feature = "rollout")]
+pub mod injector;
 pub mod logging;
 #[cfg(feature = "rollout")]
 pub mod rollout;

@@ -37,6 +37,9 @@ enum Command {
     /// use changes.
     #[cfg(feature = "rollout")]
     Rollout(nudge::rollout::cli::RolloutArgs),
+    /// Run the admission webhook that injects the sidecar into Pods created in the cluster.
+    #[cfg(feature = "rollout")]
+    Injector(nudge::injector::cli::InjectorArgs),
 }
 
 const EXAMPLES: &str = "\
@@ -72,6 +75,8 @@ fn main() -> ExitCode {
         Some(Command::Uninject(args)) => nudge::inject::cli::uninject(&args),
         #[cfg(feature = "rollout")]
         Some(Command::Rollout(args)) => nudge::rollout::cli::rollout(&args),
+        #[cfg(feature = "rollout")]
+        Some(Command::Injector(args)) => nudge::injector::cli::injector(&args),
         None => watch(&cli.watch),
     }
 }
