@@ -53,8 +53,11 @@ APP_PID=$(pgrep -n -f "reload_app --config $VOL" || true)
 for _ in $(seq 200); do grep -q '^ready' "$DEMO/app.log" 2>/dev/null && break; sleep 0.01; done
 APP_PID=$(pgrep -f "reload_app --config $VOL" | head -n1)
 
-say "3. nudge starts beside it: RELOAD_WATCH=$VOL RELOAD_PROCESS=reload_app"
-RELOAD_WATCH=$VOL RELOAD_PROCESS=reload_app RELOAD_LOG_LEVEL=info "$NUDGE" 2>&1 | sed -u 's/^/   nudge | /' &
+say "3. nudge starts beside it: RELOAD_WATCH=$VOL RELOAD_PROCESS_REGEX='reload_app --config $VOL'"
+# A regex on this demo's own app (not RELOAD_PROCESS=reload_app) so that no other copy running on
+# this machine is signalled; the admin server takes any free port so the demo never clashes.
+RELOAD_WATCH=$VOL RELOAD_PROCESS_REGEX="reload_app --config $VOL" RELOAD_LISTEN=127.0.0.1:0 \
+  RELOAD_LOG_LEVEL=info "$NUDGE" 2>&1 | sed -u 's/^/   nudge | /' &
 NUDGE_PID=$(pgrep -n -f "^$NUDGE" || true)
 sleep 0.3
 NUDGE_PID=$(pgrep -f "^$NUDGE\$" | head -n1 || true)
