@@ -10,6 +10,9 @@
 #   scripts/test-cluster.sh status DIR     # show the processes and /readyz (exit 1 if not healthy)
 #   scripts/test-cluster.sh stop DIR       # stop exactly the processes `start DIR` started
 #   scripts/test-cluster.sh bin-dir        # print the directory holding the cached binaries
+#   scripts/test-cluster.sh stop-component DIR NAME    # stop etcd or kube-apiserver only
+#   scripts/test-cluster.sh start-component DIR NAME [ARG...]  # start it again: same flags
+#                                          # (+ ARGs), port, certs, etcd data; wait for /readyz
 #
 # After `start DIR`, DIR/env holds KEY=VALUE lines (load with `set -a; . DIR/env; set +a`):
 #   KUBECONFIG, NUDGE_TEST_APISERVER, NUDGE_TEST_TOKEN, NUDGE_TEST_CA, NUDGE_K8S_BIN,
@@ -20,6 +23,11 @@
 #   NUDGE_K8S_CACHE          cache root (default /var/cache/nudge/k8s); binaries in $it/1.20.2/bin
 #   NUDGE_K8S_BIN            use binaries from this directory instead of the cache
 #   NUDGE_TEST_START_TIMEOUT seconds `start` waits for readiness (default 90)
+#   NUDGE_TEST_AUDIT=1       `start` enables the API server's audit log: DIR/audit.log (JSON
+#                            lines; level Metadata, RequestResponse for list/get of Secrets and
+#                            ConfigMaps by the user nudge-controller)
+# `start` also writes NUDGE_TEST_CONTROLLER_TOKEN to DIR/env: a second system:masters token for
+# the user nudge-controller, so tests can tell the controller's requests from their own.
 set -euo pipefail
 
 readonly K8S_VERSION=1.20.2
@@ -38,7 +46,7 @@ now_ms() { local t=${EPOCHREALTIME/./}; echo $(( t / 1000 )); }
 fmt_ms() { printf '%d.%03ds' $(( $1 / 1000 )) $(( $1 % 1000 )); }
 
 usage() {
-    sed -n '7,12p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+    sed -n '7,15p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
     exit "${1:-2}"
 }
 
@@ -327,9 +335,11 @@ cmd_start() {
     trap 'rc=$?; if (( rc != 0 )); then stop_processes quiet; fi' EXIT
 
     gen_certs
-    local token etcd_port api_port
+    local token ctl_token etcd_port api_port
     token=$(openssl rand -hex 24)
-    printf '%s,admin,admin,system:masters\n' "$token" >"$CLUSTER_DIR/certs/tokens.csv"
+    ctl_token=$(openssl rand -hex 24)
+    printf '%s,admin,admin,system:masters\n%s,nudge-controller,nudge-controller,system:masters\n' \
+        "$token" "$ctl_token" >"$CLUSTER_DIR/certs/tokens.csv"
     chmod 600 "$CLUSTER_DIR/certs/tokens.csv"
     read -r etcd_port api_port < <(pick_ports 2)
     local api_url=https://127.0.0.1:$api_port certs=$CLUSTER_DIR/certs
@@ -358,13 +368,15 @@ EOF
     # etcd
     local etcd_env=()
     if [[ $(uname -m) == aarch64 ]]; then etcd_env=(env ETCD_UNSUPPORTED_ARCH=arm64); fi
-    launch etcd "$CLUSTER_DIR/logs/etcd.log" "${etcd_env[@]}" etcd \
+    local etcd_cmd=("${etcd_env[@]}" etcd \
         --name nudge-test --data-dir "$CLUSTER_DIR/etcd" \
         --listen-client-urls "http://127.0.0.1:$etcd_port" \
         --advertise-client-urls "http://127.0.0.1:$etcd_port" \
         --listen-peer-urls http://127.0.0.1:0 \
         --initial-advertise-peer-urls http://127.0.0.1:2380 \
-        --initial-cluster nudge-test=http://127.0.0.1:2380
+        --initial-cluster nudge-test=http://127.0.0.1:2380)
+    save_cmd etcd "${etcd_cmd[@]}"
+    launch etcd "$CLUSTER_DIR/logs/etcd.log" "${etcd_cmd[@]}"
     until port_open "$etcd_port"; do
         check_alive
         (( $(now_ms) < deadline )) || fail_start etcd "etcd not listening on 127.0.0.1:$etcd_port after ${timeout}s"
@@ -372,7 +384,14 @@ EOF
     done
 
     # kube-apiserver
-    launch kube-apiserver "$CLUSTER_DIR/logs/kube-apiserver.log" "$BIN_DIR/kube-apiserver" \
+    local audit=()
+    if [[ ${NUDGE_TEST_AUDIT:-} == 1 ]]; then
+        write_audit_policy
+        audit=(--audit-policy-file "$CLUSTER_DIR/audit-policy.yaml"
+               --audit-log-path "$CLUSTER_DIR/audit.log" --audit-log-format json
+               --audit-log-mode blocking --audit-log-maxbackup 0)
+    fi
+    local api_cmd=("$BIN_DIR/kube-apiserver" "${audit[@]}" \
         --etcd-servers "http://127.0.0.1:$etcd_port" \
         --bind-address 127.0.0.1 --advertise-address 127.0.0.1 \
         --secure-port "$api_port" --insecure-port 0 --cert-dir "$certs" \
@@ -382,7 +401,9 @@ EOF
         --authorization-mode RBAC \
         --service-account-key-file "$certs/sa.pub" \
         --service-account-signing-key-file "$certs/sa.key" \
-        --service-account-issuer https://kubernetes.default.svc
+        --service-account-issuer https://kubernetes.default.svc)
+    save_cmd kube-apiserver "${api_cmd[@]}"
+    launch kube-apiserver "$CLUSTER_DIR/logs/kube-apiserver.log" "${api_cmd[@]}"
     until kctl get --raw /readyz >/dev/null 2>&1; do
         check_alive
         if (( $(now_ms) >= deadline )); then
@@ -422,6 +443,7 @@ EOF
         printf 'KUBECONFIG=%q\n' "$CLUSTER_DIR/kubeconfig"
         printf 'NUDGE_TEST_APISERVER=%q\n' "$api_url"
         printf 'NUDGE_TEST_TOKEN=%q\n' "$token"
+        printf 'NUDGE_TEST_CONTROLLER_TOKEN=%q\n' "$ctl_token"
         printf 'NUDGE_TEST_CA=%q\n' "$certs/ca.crt"
         printf 'NUDGE_K8S_BIN=%q\n' "$BIN_DIR"
         printf 'NUDGE_TEST_CLUSTER_DIR=%q\n' "$CLUSTER_DIR"
@@ -434,6 +456,71 @@ EOF
     trap - EXIT
     echo "ready: $api_url in $(fmt_ms $(( $(now_ms) - t0 ))) (apiserver ready $(fmt_ms $(( t_api - t0 ))));" \
         "env: $CLUSTER_DIR/env"
+}
+
+save_cmd() { # name cmd... -> DIR/NAME.cmd, NUL-separated words (for start-component)
+    local name=$1; shift
+    printf '%s\0' "$@" >"$CLUSTER_DIR/$name.cmd"
+}
+
+write_audit_policy() {
+    cat >"$CLUSTER_DIR/audit-policy.yaml" <<'EOF'
+apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+- level: RequestResponse
+  users: [nudge-controller]
+  verbs: [list, get]
+  resources: [{group: "", resources: [secrets, configmaps]}]
+- level: Metadata
+EOF
+}
+
+component_dir() { # DIR NAME -> sets CLUSTER_DIR, checks NAME
+    [[ -n ${1:-} && -d $1 ]] || die "missing or bad DIR argument"
+    CLUSTER_DIR=$(cd "$1" && pwd -P)
+    [[ ${2:-} == etcd || ${2:-} == kube-apiserver ]] || die "component must be etcd or kube-apiserver"
+    [[ -f $CLUSTER_DIR/$2.cmd ]] || die "$CLUSTER_DIR/$2.cmd missing (cluster not started by this script)"
+}
+
+component_pid() { awk -v n="$1" '$1==n{print $2}' "$CLUSTER_DIR/pids" | tail -n1; }
+
+cmd_stop_component() {
+    component_dir "$@"
+    local name=$2 pid n
+    pid=$(component_pid "$name")
+    [[ -n $pid ]] && pid_alive "$pid" "$name" || die "$name is not running in $CLUSTER_DIR"
+    kill -TERM "$pid"
+    for (( n = 0; n < 100; n++ )); do pid_alive "$pid" "$name" || break; sleep 0.1; done
+    if pid_alive "$pid" "$name"; then kill -KILL "$pid"; sleep 0.2; fi
+    info "stopped $name (pid $pid)"
+}
+
+cmd_start_component() {
+    component_dir "$@"
+    local name=$2 pid cmd=() t0 deadline timeout=${NUDGE_TEST_START_TIMEOUT:-90} var
+    shift 2
+    pid=$(component_pid "$name")
+    [[ -n $pid ]] && pid_alive "$pid" "$name" && die "$name is already running (pid $pid)"
+    mapfile -d '' -t cmd <"$CLUSTER_DIR/$name.cmd"
+    t0=$(now_ms); deadline=$(( t0 + timeout * 1000 ))
+    awk -v n="$name" '$1!=n' "$CLUSTER_DIR/pids" >"$CLUSTER_DIR/pids.tmp"
+    mv "$CLUSTER_DIR/pids.tmp" "$CLUSTER_DIR/pids"
+    launch "$name" "$CLUSTER_DIR/logs/$name.log" "${cmd[@]}" "$@"
+    pid=$(component_pid "$name")
+    # stop stops in reverse file order: keep etcd first so it is stopped last.
+    { awk '$1=="etcd"' "$CLUSTER_DIR/pids"; awk '$1!="etcd"' "$CLUSTER_DIR/pids"; } >"$CLUSTER_DIR/pids.tmp"
+    mv "$CLUSTER_DIR/pids.tmp" "$CLUSTER_DIR/pids"
+    if [[ $name == etcd ]]; then var=NUDGE_TEST_ETCD_PID; else var=NUDGE_TEST_APISERVER_PID; fi
+    [[ -f $CLUSTER_DIR/env ]] && sed -i "s/^$var=.*/$var=$pid/" "$CLUSTER_DIR/env"
+    until kctl get --raw /readyz >/dev/null 2>&1; do
+        pid_alive "$pid" "$name" \
+            || { tail -n 20 "$CLUSTER_DIR/logs/$name.log" >&2; die "$name (pid $pid) exited on restart"; }
+        (( $(now_ms) < deadline )) || die "API server not ready ${timeout}s after starting $name"
+        sleep 0.2
+    done
+    info "started $name (pid $pid); API ready in $(fmt_ms $(( $(now_ms) - t0 )))"
 }
 
 # Stop what CLUSTER_DIR/pids lists, reverse start order (etcd last). Only signals a PID that
@@ -506,6 +593,8 @@ case ${1:-} in
     stop) cmd_stop "${2:-}" ;;
     status) cmd_status "${2:-}" ;;
     bin-dir) echo "$BIN_DIR" ;;
+    stop-component) cmd_stop_component "${2:-}" "${3:-}" ;;
+    start-component) cmd_start_component "${@:2}" ;;
     -h|--help|help) usage 0 ;;
     *) usage ;;
 esac

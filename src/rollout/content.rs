@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use sha2::{Digest, Sha256};
 
 use super::refs::Source;
+use crate::inject::report::SourceKind;
 use crate::validate::{format_of, parse};
 
 /// One fetched object's data: `data` and `binaryData` merged (Kubernetes keeps their keys
@@ -26,7 +27,9 @@ pub enum Gate {
     None,
 }
 
-/// Why content was held back. Never contains a value, only its position.
+/// Why content was held back. Never contains a value, only its position (and, for a
+/// ConfigMap, the parser's message; a parser may quote a fragment of the text, so a Secret's
+/// reason carries the position only).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Invalid {
     /// The object.
@@ -81,7 +84,11 @@ pub fn check(gate: Gate, source: &Source, data: &Data<'_>) -> Result<(), Invalid
                 (Some(line), None) => format!(" at line {line}"),
                 _ => String::new(),
             };
-            invalid(format!("does not parse{at}: {}", e.message))
+            if source.kind == SourceKind::Secret {
+                invalid(format!("does not parse{at}"))
+            } else {
+                invalid(format!("does not parse{at}: {}", e.message))
+            }
         })?;
     }
     Ok(())
@@ -164,6 +171,21 @@ mod tests {
             &data(&[("a.json", "{}"), ("b.toml", "x = 1")])
         )
         .is_ok());
+    }
+
+    #[test]
+    fn a_secret_held_as_invalid_is_reported_by_position_only_never_by_its_text() {
+        let secret = Source::secret("s");
+        let value = "password = \"hunter2";
+        let err = check(Gate::Auto, &secret, &data(&[("creds.toml", value)])).unwrap_err();
+        assert!(!err.reason.contains("hunter2"), "{}", err.reason);
+        assert!(err.reason.starts_with("does not parse"), "{}", err.reason);
+        let yaml = check(Gate::Auto, &secret, &data(&[("a.yaml", "k: [s3cret, {")])).unwrap_err();
+        assert!(
+            !yaml.reason.contains("s3cret") && !yaml.reason.contains(':'),
+            "{}",
+            yaml.reason
+        );
     }
 
     #[test]

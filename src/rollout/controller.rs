@@ -8,12 +8,13 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{Stream, StreamExt};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Config as ControllerConfig, Controller};
 use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::utils::Backoff;
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client, Resource};
 use tokio::sync::watch;
@@ -100,24 +101,21 @@ async fn run_kind<K: Workload>((client, ns, settings, ctx, mut shutdown): Args) 
     let (store, writer) = reflector::store::<K>();
     let workloads = reflector::reflector(
         writer,
-        watcher(
+        resilient(watcher(
             api::<K>(&client, ns.as_deref()),
             watch_config(&settings, true),
-        )
-        .default_backoff(),
+        )),
     )
     .applied_objects();
-    let configmaps = watcher(
+    let configmaps = resilient(watcher(
         api::<PartialObjectMeta<ConfigMap>>(&client, ns.as_deref()),
         watch_config(&settings, false),
-    )
-    .default_backoff()
+    ))
     .touched_objects();
-    let secrets = watcher(
+    let secrets = resilient(watcher(
         api::<PartialObjectMeta<Secret>>(&client, ns.as_deref()),
         watch_config(&settings, false),
-    )
-    .default_backoff()
+    ))
     .touched_objects();
     let (cm_store, secret_store) = (store.clone(), store.clone());
     let config = ControllerConfig::default()
@@ -145,6 +143,76 @@ async fn run_kind<K: Workload>((client, ns, settings, ctx, mut shutdown): Args) 
         .await;
 }
 
+/// A watch that survives outages: errors (API server or etcd unreachable, connection cut) are
+/// retried with [`WatchBackoff`]; a 410 Gone (the watch's resourceVersion expired) is not a
+/// failure but the server asking for a relist, which the watcher has already scheduled, so it
+/// is dropped here and the relist starts at once instead of after a backoff step. The relist
+/// re-triggers every follower, and reconciling compares hashes, so it rolls only what changed.
+fn resilient<T, S>(stream: S) -> impl Stream<Item = Result<watcher::Event<T>, watcher::Error>>
+where
+    S: Stream<Item = Result<watcher::Event<T>, watcher::Error>>,
+{
+    stream
+        .filter(|event| {
+            let gone =
+                matches!(event, Err(watcher::Error::WatchError(status)) if status.code == 410);
+            if gone {
+                tracing::info!("watch expired (410 Gone): relisting");
+            }
+            std::future::ready(!gone)
+        })
+        .backoff(WatchBackoff::default())
+}
+
+/// Exponential backoff with jitter for the watches: 0.5 s doubling to at most 10 s (kube's
+/// default grows to 30 s and resets only after 2 minutes without errors, which after a
+/// one-minute outage delays reconnecting by up to 30 s more). Reset by the first event after
+/// a reconnect.
+#[derive(Debug)]
+pub struct WatchBackoff {
+    next: Duration,
+    seed: u64,
+}
+
+impl WatchBackoff {
+    const MIN: Duration = Duration::from_millis(500);
+    const MAX: Duration = Duration::from_secs(10);
+}
+
+impl Default for WatchBackoff {
+    fn default() -> Self {
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64)
+            | 1;
+        WatchBackoff {
+            next: Self::MIN,
+            seed,
+        }
+    }
+}
+
+impl Iterator for WatchBackoff {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        // xorshift: jitter in [0.5, 1.0) of the step, so many watchers do not retry in step.
+        self.seed ^= self.seed << 13;
+        self.seed ^= self.seed >> 7;
+        self.seed ^= self.seed << 17;
+        let jitter = 0.5 + (self.seed >> 11) as f64 / (1u64 << 54) as f64;
+        let delay = self.next.mul_f64(jitter);
+        self.next = (self.next * 2).min(Self::MAX);
+        Some(delay)
+    }
+}
+
+impl Backoff for WatchBackoff {
+    fn reset(&mut self) {
+        self.next = Self::MIN;
+    }
+}
+
 /// The workloads in the object's namespace that follow it.
 fn followers<K: Workload, O: Resource>(
     store: &Store<K>,
@@ -167,3 +235,19 @@ fn followers<K: Workload, O: Resource>(
 /// A debounce that coalesces a burst of edits into one rollout without delaying a lone edit
 /// noticeably.
 pub const DEFAULT_DEBOUNCE: Duration = Duration::from_millis(500);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_watch_backoff_grows_with_jitter_to_ten_seconds_and_resets() {
+        let mut b = WatchBackoff::default();
+        let delays: Vec<Duration> = b.by_ref().take(12).collect();
+        assert!(delays[0] >= Duration::from_millis(250) && delays[0] < Duration::from_millis(500));
+        assert!(delays.iter().all(|d| *d <= WatchBackoff::MAX));
+        assert!(delays[11] >= WatchBackoff::MAX / 2);
+        b.reset();
+        assert!(b.next().unwrap() < Duration::from_millis(500));
+    }
+}

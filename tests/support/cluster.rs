@@ -1,6 +1,7 @@
 //! A real control plane for tests: `scripts/test-cluster.sh start DIR` once per test binary
 //! (etcd + kube-apiserver + kube-controller-manager on loopback), stopped by a watchdog when
 //! the test process exits. Missing binaries skip the tests, except under `CI=true`.
+#![allow(dead_code)] // each test binary uses part of it
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -11,6 +12,45 @@ use std::time::{Duration, Instant};
 pub struct Cluster {
     /// The admin kubeconfig.
     pub kubeconfig: PathBuf,
+    /// The state directory (`DIR` of `test-cluster.sh`).
+    pub dir: PathBuf,
+}
+
+impl Cluster {
+    /// A value of `DIR/env` (e.g. `NUDGE_TEST_CONTROLLER_TOKEN`).
+    pub fn env_var(&self, key: &str) -> String {
+        let env = std::fs::read_to_string(self.dir.join("env")).expect("cluster env file");
+        env.lines()
+            .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+            .unwrap_or_else(|| panic!("{key} missing from the cluster env file"))
+            .trim_matches('\'')
+            .to_owned()
+    }
+
+    /// `test-cluster.sh stop-component DIR NAME` (`etcd` or `kube-apiserver`).
+    pub fn stop_component(&self, name: &str) {
+        self.script(&["stop-component", name]);
+    }
+
+    /// `test-cluster.sh start-component DIR NAME ARGS...`: same flags (+ ARGS), same port,
+    /// certificates and etcd data; returns once the API server is ready.
+    pub fn start_component(&self, name: &str, args: &[&str]) {
+        let mut all = vec!["start-component", name];
+        all.extend_from_slice(args);
+        self.script(&all);
+    }
+
+    fn script(&self, args: &[&str]) {
+        let (verb, rest) = args.split_first().expect("a subcommand");
+        let status = Command::new(script())
+            .arg(verb)
+            .arg(&self.dir)
+            .args(rest)
+            .stdout(Stdio::null())
+            .status()
+            .expect("run test-cluster.sh");
+        assert!(status.success(), "test-cluster.sh {args:?} failed");
+    }
 }
 
 fn script() -> PathBuf {
@@ -26,6 +66,16 @@ fn binaries_present() -> bool {
 }
 
 fn start() -> Option<Cluster> {
+    start_with(false)
+}
+
+/// A control plane of the calling test binary's own (for tests that stop its components);
+/// `audit` enables the API server's audit log at `dir/audit.log`. `None` means skip.
+pub fn own_cluster(audit: bool) -> Option<Cluster> {
+    start_with(audit)
+}
+
+fn start_with(audit: bool) -> Option<Cluster> {
     if !binaries_present() {
         let why = "test control plane binaries missing: run `scripts/test-cluster.sh install-deps && scripts/test-cluster.sh build`";
         assert!(
@@ -45,6 +95,7 @@ fn start() -> Option<Cluster> {
         Command::new(script())
             .arg("start")
             .arg(&dir)
+            .env("NUDGE_TEST_AUDIT", if audit { "1" } else { "0" })
             .stdout(Stdio::null())
             .status()
             .expect("run test-cluster.sh start")
@@ -73,6 +124,7 @@ fn start() -> Option<Cluster> {
         .expect("spawn the cluster watchdog");
     Some(Cluster {
         kubeconfig: dir.join("kubeconfig"),
+        dir,
     })
 }
 
