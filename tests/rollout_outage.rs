@@ -412,9 +412,11 @@ async fn a_configmap_changed_while_the_api_server_was_down_is_rolled_exactly_onc
     env.stays_at("app", app + 1).await;
     env.stays_at("bystander", bystander).await;
     controller.assert_running();
-    // It retried while cut off, with backoff rather than a hot loop.
+    // It retried while cut off, with backoff rather than a hot loop: 9 watches (3 workload
+    // kinds x workloads, ConfigMaps, Secrets) at 0.5 s doubling to 10 s make some 60 attempts
+    // in a 30 s window; a loop without backoff makes thousands.
     assert!(
-        (2..60).contains(&refused.len()),
+        (2..250).contains(&refused.len()),
         "{} reconnect attempts during the outage",
         refused.len()
     );
