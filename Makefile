@@ -4,7 +4,7 @@ RELEASE := target/release/nudge
 
 STATIC := target/x86_64-unknown-linux-gnu/release/nudge
 
-.PHONY: all build release demo test lint bench static image bless clean
+.PHONY: all build release demo test lint bench bench-rollout static image bless clean
 
 all: build
 
@@ -42,6 +42,11 @@ bless:
 ## bench: latency against a C inotify+kill floor, RSS, idle CPU (writes BENCHMARKS.md)
 bench: release static
 	@scripts/bench.sh
+
+## bench-rollout: `nudge rollout` RSS, start-up and update latency at N=1,000 and 9,100 objects
+## on a real API server (writes BENCHMARKS.md; N=... to pick sizes, e.g. N="1000")
+bench-rollout:
+	$(CARGO) bench --features rollout --bench rollout -- $(N)
 
 clean:
 	$(CARGO) clean
