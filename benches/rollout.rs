@@ -154,9 +154,10 @@ async fn run(dir: &Path, n: usize) -> Result<Row, Error> {
         let (cm_api, secret_api, raw) = (cm_api.clone(), secret_api.clone(), raw.clone());
         async move {
             let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ ((i as u64 + 1) * 0x1000_0000_01b3));
-            let size = (100.0 * 1024.0 * rng.unit().powi(3)).max(64.0) as usize - 80;
-            let body = rng.text(size);
-            raw.fetch_add(size as u64, Ordering::Relaxed);
+            // At least 64 bytes, at most 100 KiB: `text` may overshoot by one line (< 80).
+            let size = ((100.0 * 1024.0 * rng.unit().powi(3)) as usize).clamp(64, 100 * 1024);
+            let body = rng.text(size.saturating_sub(80).max(1));
+            raw.fetch_add(body.len() as u64, Ordering::Relaxed);
             if i < configmaps {
                 let cm: ConfigMap = serde_json::from_value(json!({
                     "metadata": {"name": format!("cm-{i}")},
