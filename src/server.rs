@@ -11,6 +11,8 @@
 //! period.
 
 use std::convert::Infallible;
+use std::fmt;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -21,13 +23,13 @@ use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
-use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
-use crate::status::Status;
+use crate::status::{Readiness, Status};
 
 /// How long in-flight requests may take to finish once nudge is stopping.
 const DRAIN_GRACE: Duration = Duration::from_secs(1);
@@ -59,45 +61,78 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, ServerError> {
 }
 
 /// Serves the endpoints on `listener` until `shutdown` turns true, then drains.
-pub async fn serve(listener: TcpListener, status: Status, mut shutdown: watch::Receiver<bool>) {
+pub async fn serve(listener: TcpListener, status: Status, shutdown: watch::Receiver<bool>) {
+    let http = http1_builder(HEADER_TIMEOUT);
+    accept_loop(
+        listener,
+        shutdown,
+        DRAIN_GRACE,
+        "admin server",
+        move |stream, _peer, watcher| {
+            let status = status.clone();
+            let service = service_fn(move |req| respond(req, status.clone()));
+            let conn = watcher.watch(http.serve_connection(TokioIo::new(stream), service));
+            async move {
+                if let Err(e) = conn.await {
+                    debug!(error = %e, "admin connection ended with an error");
+                }
+            }
+        },
+    )
+    .await;
+}
+
+/// An HTTP/1.1 connection builder whose connections are dropped when a request's headers
+/// (or the next request on an idle keep-alive connection) take longer than `header_timeout`:
+/// the slowloris guard both of nudge's servers use.
+pub(crate) fn http1_builder(header_timeout: Duration) -> http1::Builder {
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(header_timeout);
+    http
+}
+
+/// Accepts connections on `listener` until `shutdown` turns true, spawning `handle`'s future
+/// for each (it serves the connection under the given [`Watcher`]); then stops accepting and
+/// lets the watched connections finish within `grace`. `what` names the server in logs
+/// (`"{what} listening"` carries the bound address, which tests and operators read).
+pub(crate) async fn accept_loop<F, Fut>(
+    listener: TcpListener,
+    mut shutdown: watch::Receiver<bool>,
+    grace: Duration,
+    what: &'static str,
+    mut handle: F,
+) where
+    F: FnMut(TcpStream, SocketAddr, Watcher) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
     if let Ok(addr) = listener.local_addr() {
         // Tests and operators learn the bound port (e.g. with `--listen 127.0.0.1:0`) here.
-        info!(%addr, "admin server listening");
+        info!(%addr, "{what} listening");
     }
     let graceful = GracefulShutdown::new();
-    let mut http = http1::Builder::new();
-    http.timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(HEADER_TIMEOUT);
     loop {
         tokio::select! {
             _ = shutdown.changed() => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
-                    debug!(%peer, "admin connection");
-                    let status = status.clone();
-                    let service = service_fn(move |req| respond(req, status.clone()));
-                    let conn = http.serve_connection(TokioIo::new(stream), service);
-                    let conn = graceful.watch(conn);
-                    tokio::spawn(async move {
-                        if let Err(e) = conn.await {
-                            debug!(error = %e, "admin connection ended with an error");
-                        }
-                    });
+                    debug!(%peer, "{what} connection");
+                    tokio::spawn(handle(stream, peer, graceful.watcher()));
                 }
                 // Out of file descriptors and the like: keep serving once it passes.
                 Err(e) => {
-                    warn!(error = %e, "admin server accept failed");
+                    warn!(error = %e, "{what} accept failed");
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             },
         }
     }
     drop(listener);
-    if tokio::time::timeout(DRAIN_GRACE, graceful.shutdown())
+    if tokio::time::timeout(grace, graceful.shutdown())
         .await
         .is_err()
     {
-        debug!("admin connections still open after the grace period; dropping them");
+        debug!("{what} connections still open after the grace period; dropping them");
     }
 }
 
@@ -132,7 +167,20 @@ async fn respond(
 }
 
 fn healthz(status: &Status) -> Response<Full<Bytes>> {
-    match status.health() {
+    health_response(status.health())
+}
+
+fn readyz(status: &Status) -> Response<Full<Bytes>> {
+    readiness_response(&status.readiness())
+}
+
+fn metrics(status: &Status) -> Response<Full<Bytes>> {
+    metrics_response(status.encode_metrics())
+}
+
+/// `/healthz`: 200 `ok`, or 503 `unhealthy: WHY`.
+pub(crate) fn health_response(health: Result<(), String>) -> Response<Full<Bytes>> {
+    match health {
         Ok(()) => text(StatusCode::OK, "ok\n".into()),
         Err(why) => text(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -141,8 +189,8 @@ fn healthz(status: &Status) -> Response<Full<Bytes>> {
     }
 }
 
-fn readyz(status: &Status) -> Response<Full<Bytes>> {
-    let readiness = status.readiness();
+/// `/readyz`: 200 when every condition holds, else 503; the body lists each condition.
+pub(crate) fn readiness_response(readiness: &Readiness) -> Response<Full<Bytes>> {
     let code = match readiness.ready() {
         true => StatusCode::OK,
         false => StatusCode::SERVICE_UNAVAILABLE,
@@ -150,8 +198,9 @@ fn readyz(status: &Status) -> Response<Full<Bytes>> {
     text(code, readiness.to_string())
 }
 
-fn metrics(status: &Status) -> Response<Full<Bytes>> {
-    match status.encode_metrics() {
+/// `/metrics`: the Prometheus text (format 0.0.4), or 500 if it could not be encoded.
+pub(crate) fn metrics_response(encoded: Result<String, fmt::Error>) -> Response<Full<Bytes>> {
+    match encoded {
         Ok(body) => {
             let mut response = text(StatusCode::OK, body);
             response
@@ -166,7 +215,8 @@ fn metrics(status: &Status) -> Response<Full<Bytes>> {
     }
 }
 
-fn text(code: StatusCode, body: String) -> Response<Full<Bytes>> {
+/// A `text/plain` response.
+pub(crate) fn text(code: StatusCode, body: String) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::from(body)));
     *response.status_mut() = code;
     response.headers_mut().insert(

@@ -1,215 +1,38 @@
 //! `nudge injector` end to end: the real binary behind a real `MutatingWebhookConfiguration`
-//! on the test API server (1.20), certificate rotation kubelet-style, and the JSON patch
-//! against `nudge inject`'s own output over the inject corpus.
+//! on the test API server (1.20) — pods created directly and by a Deployment's controllers —,
+//! abuse over the network (garbage, wrong content type, huge bodies, byte-a-second clients),
+//! the probe and metrics endpoints, the sidecar's settings from flags, env and config file,
+//! certificate rotation kubelet-style, and the JSON patch against `nudge inject`'s own output
+//! over the inject corpus.
 #![cfg(feature = "rollout")]
 
 #[path = "support/cluster.rs"]
 mod cluster;
+#[path = "support/injector.rs"]
+mod injector_support;
 mod support;
 
 use std::fs;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use injector_support::{
+    annotated_pod, client_config, patched, read_some, response_for, review_of, status_of,
+    tls_connect, write_all, Https, Injector, Pki,
+};
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
-use kube::api::{DeleteParams, PostParams};
+use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
 use serde_json::{json, Value as Json};
 use support::kubelet::KubeletVolume;
 
 const WAIT: Duration = Duration::from_secs(30);
-
-// ---------------------------------------------------------------------------------------------
-// Fixtures: a test CA, the injector process.
-
-/// A CA and serving certificates for 127.0.0.1 made with openssl.
-struct Pki {
-    dir: tempfile::TempDir,
-}
-
-fn openssl(args: &[&str], dir: &Path) {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("openssl runs");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-impl Pki {
-    fn new() -> Pki {
-        let dir = tempfile::tempdir().expect("tempdir");
-        openssl(
-            &[
-                "req",
-                "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:prime256v1",
-                "-nodes",
-                "-keyout",
-                "ca.key",
-                "-out",
-                "ca.crt",
-                "-days",
-                "2",
-                "-subj",
-                "/CN=nudge test CA",
-                "-addext",
-                "basicConstraints=critical,CA:TRUE",
-                "-addext",
-                "keyUsage=critical,keyCertSign,cRLSign",
-            ],
-            dir.path(),
-        );
-        fs::write(
-            dir.path().join("ext"),
-            "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
-        )
-        .expect("write ext");
-        Pki { dir }
-    }
-
-    fn ca_pem(&self) -> String {
-        fs::read_to_string(self.dir.path().join("ca.crt")).expect("ca.crt")
-    }
-
-    /// A serving certificate for 127.0.0.1 with this serial: (cert PEM, key PEM).
-    fn serving(&self, serial: u32) -> (String, String) {
-        let d = self.dir.path();
-        let (key, csr, crt) = (
-            format!("{serial}.key"),
-            format!("{serial}.csr"),
-            format!("{serial}.crt"),
-        );
-        openssl(
-            &[
-                "req",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:prime256v1",
-                "-nodes",
-                "-keyout",
-                &key,
-                "-out",
-                &csr,
-                "-subj",
-                "/CN=127.0.0.1",
-            ],
-            d,
-        );
-        openssl(
-            &[
-                "x509",
-                "-req",
-                "-in",
-                &csr,
-                "-CA",
-                "ca.crt",
-                "-CAkey",
-                "ca.key",
-                "-set_serial",
-                &serial.to_string(),
-                "-days",
-                "2",
-                "-extfile",
-                "ext",
-                "-out",
-                &crt,
-            ],
-            d,
-        );
-        let read = |f: &str| fs::read_to_string(d.join(f)).expect("pem");
-        (read(&crt), read(&key))
-    }
-}
-
-/// `nudge injector` as a child process, killed on drop.
-struct Injector {
-    child: Child,
-    port: u16,
-    lines: Arc<Mutex<Vec<String>>>,
-}
-
-impl Injector {
-    fn start(tls: &Path, args: &[&str]) -> Injector {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_nudge"))
-            .arg("injector")
-            .arg("--listen=127.0.0.1:0")
-            .arg(format!("--tls-cert={}", tls.join("tls.crt").display()))
-            .arg(format!("--tls-key={}", tls.join("tls.key").display()))
-            .args(args)
-            .env("NUDGE_LOG_LEVEL", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn nudge injector");
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let stderr = child.stderr.take().expect("piped");
-        let sink = lines.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                eprintln!("  injector | {line}");
-                sink.lock().expect("lock").push(line);
-            }
-        });
-        let deadline = Instant::now() + WAIT;
-        let port = loop {
-            let found = lines.lock().expect("lock").iter().find_map(|l| {
-                let at = l.find("injector listening")?;
-                let addr = l[at..].split("addr=").nth(1)?;
-                addr.split_whitespace()
-                    .next()?
-                    .rsplit(':')
-                    .next()?
-                    .parse()
-                    .ok()
-            });
-            if let Some(port) = found {
-                break port;
-            }
-            assert!(
-                child.try_wait().expect("try_wait").is_none(),
-                "nudge injector exited: {:?}",
-                lines.lock().expect("lock")
-            );
-            assert!(Instant::now() < deadline, "nudge injector never listened");
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        Injector { child, port, lines }
-    }
-
-    fn logged(&self, needle: &str) -> bool {
-        self.lines
-            .lock()
-            .expect("lock")
-            .iter()
-            .any(|l| l.contains(needle))
-    }
-
-    fn stop(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Injector {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// The serial of the certificate a new TLS connection to `port` is served.
 fn served_serial(port: u16) -> Option<String> {
@@ -252,11 +75,15 @@ async fn namespace(client: &Client, name: &str, labels: Json) {
         .create(&PostParams::default(), &ns)
         .await
         .expect("create namespace");
-    // The ServiceAccount admission plugin rejects pods until the controller made `default`.
+    // The ServiceAccount admission plugin rejects pods until the controllers made `default`
+    // and its token Secret.
     let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), name);
-    cluster::eventually("the default ServiceAccount", WAIT, || {
+    cluster::eventually("the default ServiceAccount and its token", WAIT, || {
         let sas = sas.clone();
-        async move { sas.get_opt("default").await.ok().flatten() }
+        async move {
+            let sa = sas.get_opt("default").await.ok().flatten()?;
+            sa.secrets.filter(|s| !s.is_empty())
+        }
     })
     .await;
 }
@@ -277,7 +104,15 @@ fn web_pod(name: &str, annotated: bool) -> Pod {
     .expect("pod")
 }
 
-fn webhook_configuration(name: &str, port: u16, ca: &str) -> MutatingWebhookConfiguration {
+/// A webhook configuration like k8s/injector/webhook.yaml's, by URL to the test injector, for
+/// namespaces labelled `nudge.dev/injection: enabled` *and* `nudge.dev/test-scope: SCOPE` (so
+/// tests sharing the API server never call each other's injector).
+fn webhook_configuration(
+    name: &str,
+    scope: &str,
+    port: u16,
+    ca: &str,
+) -> MutatingWebhookConfiguration {
     use base64::Engine;
     let ca = base64::engine::general_purpose::STANDARD.encode(ca);
     serde_json::from_value(json!({
@@ -287,7 +122,8 @@ fn webhook_configuration(name: &str, port: u16, ca: &str) -> MutatingWebhookConf
             "clientConfig": {"url": format!("https://127.0.0.1:{port}/mutate"), "caBundle": ca},
             "rules": [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"],
                        "resources": ["pods"], "scope": "Namespaced"}],
-            "namespaceSelector": {"matchLabels": {"nudge.dev/injection": "enabled"}},
+            "namespaceSelector": {"matchLabels": {
+                "nudge.dev/injection": "enabled", "nudge.dev/test-scope": scope}},
             "objectSelector": {"matchExpressions": [
                 {"key": "app.kubernetes.io/name", "operator": "NotIn", "values": ["nudge-injector"]}]},
             "failurePolicy": "Ignore",
@@ -308,66 +144,88 @@ fn containers(pod: &Pod) -> Vec<String> {
         .collect()
 }
 
-#[tokio::test]
-async fn pods_created_through_the_api_server_are_injected_only_where_asked_and_created_without_the_injector(
-) {
-    let Some(cluster) = cluster::cluster() else {
-        return;
-    };
+/// An injector registered with the test API server for one labelled namespace, known to be
+/// called (a probe pod came back injected).
+struct Registered {
+    client: Client,
+    injector: Option<Injector>,
+    /// The namespace the webhook applies to.
+    namespace: String,
+    /// The webhook configuration's name (deleted by [`Registered::unregister`]).
+    webhook: String,
+    _tls: tempfile::TempDir,
+}
+
+async fn register(cluster: &cluster::Cluster, scope: &str) -> Registered {
     let client = client(&cluster.kubeconfig).await;
     let pki = Pki::new();
-    let (cert, key) = pki.serving(1);
-    let tls = tempfile::tempdir().expect("tempdir");
-    fs::write(tls.path().join("tls.crt"), cert).expect("cert");
-    fs::write(tls.path().join("tls.key"), key).expect("key");
+    let tls = pki.tls_dir(1);
     let kubeconfig = format!("--kubeconfig={}", cluster.kubeconfig.display());
     let injector = Injector::start(tls.path(), &["--sidecar=auto", &kubeconfig]);
     assert!(
         injector.logged("--sidecar auto: chose by the API server's version"),
         "auto did not ask the API server"
     );
-
     let suffix = std::process::id();
-    let (enabled, plain) = (format!("inj-on-{suffix}"), format!("inj-off-{suffix}"));
-    namespace(&client, &enabled, json!({"nudge.dev/injection": "enabled"})).await;
-    namespace(&client, &plain, json!({})).await;
+    let namespace_name = format!("inj-{scope}-{suffix}");
+    namespace(
+        &client,
+        &namespace_name,
+        json!({"nudge.dev/injection": "enabled", "nudge.dev/test-scope": scope}),
+    )
+    .await;
     let webhooks: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
-    let name = format!("nudge-injector-test-{suffix}");
+    let webhook = format!("nudge-injector-{scope}-{suffix}");
     webhooks
         .create(
             &PostParams::default(),
-            &webhook_configuration(&name, injector.port, &pki.ca_pem()),
+            &webhook_configuration(&webhook, scope, injector.port, &pki.ca_pem()),
         )
         .await
         .expect("register the webhook");
-
     // The API server picks new webhook configurations up asynchronously: create annotated
     // probe pods until one comes back injected.
-    let pods: Api<Pod> = Api::namespaced(client.clone(), &enabled);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace_name);
     let mut attempt = 0;
-    let injected = cluster::eventually("an annotated pod stored injected", WAIT, || {
+    cluster::eventually("an annotated probe pod stored injected", WAIT, || {
         attempt += 1;
         let pods = pods.clone();
-        let name = format!("web-{attempt}");
+        let name = format!("probe-{attempt}");
         async move {
             let created = pods
                 .create(&PostParams::default(), &web_pod(&name, true))
                 .await
                 .expect("create pod");
-            match containers(&created).iter().any(|c| c == "nudge") {
-                true => Some(created),
-                false => None,
-            }
+            containers(&created)
+                .iter()
+                .any(|c| c == "nudge")
+                .then_some(())
         }
     })
     .await;
-    let stored = pods
-        .get(injected.metadata.name.as_deref().expect("name"))
-        .await
-        .expect("read back");
+    Registered {
+        client,
+        injector: Some(injector),
+        namespace: namespace_name,
+        webhook,
+        _tls: tls,
+    }
+}
+
+impl Registered {
+    async fn unregister(&self) {
+        let webhooks: Api<MutatingWebhookConfiguration> = Api::all(self.client.clone());
+        let _ = webhooks
+            .delete(&self.webhook, &DeleteParams::default())
+            .await;
+    }
+}
+
+/// The stored pod has a regular sidecar (what `auto` picks on 1.20) with read-only mounts
+/// and a shared process namespace.
+fn assert_injected_regular(stored: &Pod) {
     let spec = stored.spec.as_ref().expect("spec");
     assert_eq!(spec.share_process_namespace, Some(true));
-    // 1.20: `auto` chose a regular sidecar, a plain entry in containers.
     let sidecar = spec
         .containers
         .iter()
@@ -384,6 +242,25 @@ async fn pods_created_through_the_api_server_are_injected_only_where_asked_and_c
         mounts.iter().all(|m| m.read_only == Some(true)),
         "{mounts:?}"
     );
+}
+
+#[tokio::test]
+async fn pods_created_through_the_api_server_are_injected_only_where_asked_and_created_without_the_injector(
+) {
+    let Some(cluster) = cluster::cluster() else {
+        return;
+    };
+    let mut registered = register(cluster, "pods").await;
+    let client = registered.client.clone();
+    let plain = format!("inj-off-{}", std::process::id());
+    namespace(&client, &plain, json!({})).await;
+
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &registered.namespace);
+    pods.create(&PostParams::default(), &web_pod("web", true))
+        .await
+        .expect("create pod");
+    // Read back through the API: what is stored, not what create answered.
+    assert_injected_regular(&pods.get("web").await.expect("read back"));
 
     let plain_pod = pods
         .create(&PostParams::default(), &web_pod("plain", false))
@@ -405,14 +282,495 @@ async fn pods_created_through_the_api_server_are_injected_only_where_asked_and_c
     assert_eq!(containers(&other), vec!["web".to_owned()]);
 
     // failurePolicy Ignore: with nothing listening, pods are still created, unchanged.
-    injector.stop();
+    registered.injector.take().expect("running").stop();
     let without = pods
         .create(&PostParams::default(), &web_pod("while-down", true))
         .await
         .expect("created while the injector is down");
     assert_eq!(containers(&without), vec!["web".to_owned()]);
 
-    let _ = webhooks.delete(&name, &DeleteParams::default()).await;
+    registered.unregister().await;
+}
+
+#[tokio::test]
+async fn a_deployments_pods_created_by_the_controller_manager_are_injected() {
+    let Some(cluster) = cluster::cluster() else {
+        return;
+    };
+    let registered = register(cluster, "deploy").await;
+    let deployment: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": "web"},
+        "spec": {
+            "replicas": 2,
+            "selector": {"matchLabels": {"app": "web"}},
+            "template": {
+                "metadata": {"labels": {"app": "web"},
+                             "annotations": {"nudge.dev/watch": "web-config"}},
+                "spec": web_pod("unused", false).spec
+            }
+        }
+    }))
+    .expect("deployment");
+    Api::<Deployment>::namespaced(registered.client.clone(), &registered.namespace)
+        .create(&PostParams::default(), &deployment)
+        .await
+        .expect("create the Deployment");
+
+    // The Deployment controller makes a ReplicaSet, whose controller creates the pods (through
+    // the API server, so through the webhook); no kubelet runs them, they stay Pending.
+    let pods: Api<Pod> = Api::namespaced(registered.client.clone(), &registered.namespace);
+    let created = cluster::eventually("the Deployment's 2 pods", WAIT, || {
+        let pods = pods.clone();
+        async move {
+            let list = pods
+                .list(&ListParams::default().labels("app=web"))
+                .await
+                .ok()?;
+            (list.items.len() == 2).then_some(list.items)
+        }
+    })
+    .await;
+    for pod in created {
+        let name = pod.metadata.name.clone().expect("name");
+        let owner = pod
+            .metadata
+            .owner_references
+            .as_ref()
+            .and_then(|o| o.first())
+            .expect("an owner");
+        assert_eq!(owner.kind, "ReplicaSet", "{name}");
+        assert_injected_regular(&pods.get(&name).await.expect("read back"));
+    }
+    registered.unregister().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Abuse over the network, against the running injector.
+
+/// A started injector and a client configuration that trusts it.
+fn running_injector(
+    args: &[&str],
+) -> (Injector, Arc<rustls::ClientConfig>, Pki, tempfile::TempDir) {
+    let pki = Pki::new();
+    let tls = pki.tls_dir(7);
+    let injector = Injector::start(tls.path(), args);
+    let config = client_config(&pki.ca_pem());
+    (injector, config, pki, tls)
+}
+
+/// One review on `https`, answered 200 with an injected pod for `uid`.
+async fn assert_review_answered(https: &mut Https, uid: &str) {
+    let pod = annotated_pod("web");
+    let (status, body) = https
+        .review(review_of(uid, pod.clone()))
+        .await
+        .unwrap_or_else(|e| panic!("review {uid}: {e}"));
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let response = response_for(uid, &body);
+    assert_eq!(response["allowed"], true);
+    assert_eq!(
+        patched(&pod, &response)["spec"]["shareProcessNamespace"],
+        true
+    );
+}
+
+/// Writes `head` then `body` on a raw TLS connection and reads until the server answers or
+/// closes: `Some(status)` or `None` (dropped without an answer).
+async fn raw_exchange(
+    port: u16,
+    config: &Arc<rustls::ClientConfig>,
+    head: String,
+    body: Vec<u8>,
+) -> Option<u16> {
+    let mut tls = tls_connect(port, config).await.expect("TLS");
+    if write_all(&mut tls, head.as_bytes()).await.is_ok() {
+        for chunk in body.chunks(64 * 1024) {
+            // The server stops reading once it has refused: stop writing then.
+            let wrote =
+                tokio::time::timeout(Duration::from_secs(2), write_all(&mut tls, chunk)).await;
+            if !matches!(wrote, Ok(Ok(()))) {
+                break;
+            }
+        }
+    }
+    let mut answer = Vec::new();
+    let mut buf = vec![0; 16 * 1024];
+    let read = tokio::time::timeout(WAIT, async {
+        // Until the end of the stream, or an error (a reset after the answer may cost its
+        // bytes; then the connection was at least dropped).
+        while let Ok(n @ 1..) = read_some(&mut tls, &mut buf).await {
+            answer.extend_from_slice(&buf[..n]);
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "the server neither answered nor closed");
+    status_of(&answer)
+}
+
+#[tokio::test]
+async fn garbage_wrong_content_types_and_huge_bodies_get_http_errors_while_other_reviews_are_answered(
+) {
+    let (injector, config, _pki, _tls) = running_injector(&["--sidecar=regular"]);
+    let port = injector.port;
+    let mut steady = Https::open(port, &config).await.expect("connect");
+    assert_review_answered(&mut steady, "before").await;
+
+    let mut https = Https::open(port, &config).await.expect("connect");
+    let (status, body) = https
+        .review(b"{\"apiVersion\": 3, garbage".to_vec())
+        .await
+        .expect("answered");
+    assert_eq!(status, 400);
+    assert!(
+        String::from_utf8_lossy(&body).contains("not an admission.k8s.io/v1 AdmissionReview"),
+        "{body:?}"
+    );
+    assert_review_answered(&mut steady, "after-garbage").await;
+
+    let binary: Vec<u8> = (0..4096u32).map(|i| (i * 7919 % 251) as u8).collect();
+    let mut https = Https::open(port, &config).await.expect("connect");
+    let (status, _) = https.review(binary).await.expect("answered");
+    assert_eq!(status, 400);
+
+    for content_type in [Some("text/plain"), Some("application/yaml"), None] {
+        let mut https = Https::open(port, &config).await.expect("connect");
+        let (status, body) = https
+            .request(
+                "POST",
+                "/mutate",
+                content_type,
+                review_of("typed", annotated_pod("web")),
+            )
+            .await
+            .expect("answered");
+        assert_eq!(status, 415, "{content_type:?}: {body:?}");
+    }
+    assert_review_answered(&mut steady, "after-content-types").await;
+
+    // Over 3 MiB, declared: refused before the body is read.
+    let huge = 3 * 1024 * 1024 + 1;
+    let head = format!(
+        "POST /mutate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {huge}\r\n\r\n"
+    );
+    let answered = raw_exchange(port, &config, head, vec![b' '; huge]).await;
+    assert!(matches!(answered, Some(413) | None), "{answered:?}");
+    // Over 3 MiB, chunked (no length to refuse by): cut off at the limit.
+    let mut chunked = Vec::new();
+    for _ in 0..64 {
+        chunked.extend_from_slice(format!("{:x}\r\n", 64 * 1024).as_bytes());
+        chunked.extend(std::iter::repeat_n(b' ', 64 * 1024));
+        chunked.extend_from_slice(b"\r\n");
+    }
+    chunked.extend_from_slice(b"0\r\n\r\n");
+    let head = "POST /mutate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n".to_owned();
+    let answered = raw_exchange(port, &config, head, chunked).await;
+    assert!(matches!(answered, Some(413) | None), "{answered:?}");
+    // A whole review just under the limit is still read and answered.
+    let mut big = annotated_pod("big");
+    big["metadata"]["labels"] = json!({"pad": "x"});
+    big["metadata"]["annotations"]["pad"] = json!("y".repeat(2 * 1024 * 1024));
+    let mut https = Https::open(port, &config).await.expect("connect");
+    let (status, body) = https.review(review_of("big", big)).await.expect("answered");
+    assert_eq!(
+        status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&body[..body.len().min(300)])
+    );
+
+    assert_review_answered(&mut steady, "after-huge").await;
+    let mut fresh = Https::open(port, &config).await.expect("connect");
+    assert_review_answered(&mut fresh, "fresh").await;
+    let (_, metrics) = fresh.get("/metrics").await.expect("metrics");
+    let metrics = String::from_utf8_lossy(&metrics);
+    assert!(
+        metrics.contains(r#"nudge_injector_reviews_total{verdict="too_large"} 2"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"nudge_injector_reviews_total{verdict="malformed"} 5"#),
+        "{metrics}"
+    );
+}
+
+/// Sends `bytes` one a second on `stream` until it is closed; returns how long the server let
+/// it live and whether an HTTP status came back (`Some(code)`).
+async fn byte_a_second<S>(mut stream: S, bytes: Vec<u8>) -> (Duration, Option<u16>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let started = Instant::now();
+    let mut pending = bytes.into_iter();
+    let mut answer = Vec::new();
+    let mut buf = vec![0; 4096];
+    while started.elapsed() < Duration::from_secs(60) {
+        if let Some(byte) = pending.next() {
+            if write_all(&mut stream, &[byte]).await.is_err() {
+                break;
+            }
+        }
+        // Waiting a second for the server is the pace.
+        match tokio::time::timeout(Duration::from_secs(1), read_some(&mut stream, &mut buf)).await {
+            Ok(Ok(0) | Err(_)) => break,
+            Ok(Ok(n)) => answer.extend_from_slice(&buf[..n]),
+            Err(_) => {}
+        }
+    }
+    (started.elapsed(), status_of(&answer))
+}
+
+#[tokio::test]
+async fn clients_sending_a_byte_a_second_are_dropped_while_another_clients_reviews_are_answered() {
+    let (injector, config, _pki, _tls) = running_injector(&["--sidecar=regular"]);
+    let port = injector.port;
+    let review = review_of("slow", annotated_pod("web"));
+    // Slow headers: a request line and headers of ~150 bytes would take minutes.
+    let head = format!(
+        "POST /mutate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        review.len()
+    );
+    let slow_head = tokio::spawn(byte_a_second(
+        tls_connect(port, &config).await.expect("TLS"),
+        head.clone().into_bytes(),
+    ));
+    // Slow body: the headers at once, then the review a byte a second.
+    let mut tls = tls_connect(port, &config).await.expect("TLS");
+    write_all(&mut tls, head.as_bytes()).await.expect("headers");
+    let slow_body = tokio::spawn(byte_a_second(tls, review));
+    // Slow TLS handshake: a ClientHello a byte a second, on plain TCP.
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("tcp");
+    let hello = [
+        0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03,
+    ];
+    let slow_hello = tokio::spawn(byte_a_second(tcp, hello.repeat(4)));
+
+    // Meanwhile: reviews on a keep-alive connection, and on new connections, all answered.
+    let answered = Arc::new(AtomicUsize::new(0));
+    let counting = answered.clone();
+    let busy = tokio::spawn(async move {
+        let mut steady = Https::open(port, &config).await.expect("connect");
+        for i in 0.. {
+            let uid = format!("steady-{i}");
+            let answer = tokio::time::timeout(Duration::from_secs(5), async {
+                assert_review_answered(&mut steady, &uid).await;
+                if i % 10 == 0 {
+                    let mut fresh = Https::open(port, &config).await.expect("connect");
+                    assert_review_answered(&mut fresh, &format!("fresh-{i}")).await;
+                }
+            })
+            .await;
+            assert!(answer.is_ok(), "review {uid} not answered in 5 s");
+            counting.fetch_add(1, Ordering::Relaxed);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+
+    let (head_lived, head_status) = slow_head.await.expect("slow head");
+    let (body_lived, body_status) = slow_body.await.expect("slow body");
+    let (hello_lived, _) = slow_hello.await.expect("slow hello");
+    let during = answered.load(Ordering::Relaxed);
+    busy.abort();
+    assert!(
+        !busy.await.expect_err("aborted").is_panic(),
+        "the steady client failed"
+    );
+    // Dropped by the 5 s header / 10 s body / 5 s handshake deadlines, long before the
+    // slow clients could have finished (the bound is the deadlines plus slack, not a benchmark).
+    assert!(head_lived < Duration::from_secs(20), "{head_lived:?}");
+    assert_eq!(
+        head_status, None,
+        "headers too slow: dropped without an answer"
+    );
+    assert!(body_lived < Duration::from_secs(25), "{body_lived:?}");
+    assert_eq!(body_status, Some(408), "body too slow: 408 Request Timeout");
+    assert!(hello_lived < Duration::from_secs(20), "{hello_lived:?}");
+    assert!(
+        during >= 20,
+        "only {during} reviews answered during the slow clients"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Probes and metrics, as the sidecar's.
+
+#[tokio::test]
+async fn healthz_readyz_and_metrics_answer_as_the_sidecars_do() {
+    let (injector, config, _pki, _tls) = running_injector(&["--sidecar=native"]);
+    let mut https = Https::open(injector.port, &config).await.expect("connect");
+    let (status, body) = https.get("/healthz").await.expect("healthz");
+    assert_eq!((status, body.as_ref()), (200, b"ok\n".as_ref()));
+    let ready = cluster::eventually("ready", WAIT, || {
+        let config = config.clone();
+        async move {
+            let mut https = Https::open(injector.port, &config).await.ok()?;
+            let (status, body) = https.get("/readyz").await.ok()?;
+            (status == 200).then(|| String::from_utf8_lossy(&body).into_owned())
+        }
+    })
+    .await;
+    assert!(
+        ready.starts_with("ready\nok   certificate: serving "),
+        "{ready}"
+    );
+    assert!(ready.contains("ok   watching: "), "{ready}");
+    assert_review_answered(&mut https, "counted").await;
+    let (status, metrics) = https.get("/metrics").await.expect("metrics");
+    assert_eq!(status, 200);
+    let metrics = String::from_utf8_lossy(&metrics).into_owned();
+    assert!(
+        metrics.contains(r#"nudge_injector_reviews_total{verdict="injected"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("nudge_injector_review_seconds_count 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"nudge_injector_certificate_reloads_total{result="ok"} 0"#),
+        "{metrics}"
+    );
+    promtool_check(&metrics);
+    let (status, _) = https
+        .request("POST", "/healthz", None, Vec::new())
+        .await
+        .expect("answered");
+    assert_eq!(status, 405);
+    let (status, _) = https.get("/nope").await.expect("answered");
+    assert_eq!(status, 404);
+}
+
+/// `promtool check metrics` on the text; fails in CI without promtool, skips elsewhere.
+fn promtool_check(metrics: &str) {
+    use std::io::Write;
+    let Ok(mut child) = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+    else {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "promtool missing"
+        );
+        eprintln!("SKIP promtool check: promtool not installed");
+        return;
+    };
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(metrics.as_bytes())
+        .expect("write");
+    let out = child.wait_with_output().expect("promtool");
+    assert!(
+        out.status.success(),
+        "promtool: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// The injected sidecar's settings.
+
+#[tokio::test]
+async fn the_sidecars_image_and_resources_come_from_the_config_file_under_env_under_flags() {
+    let pki = Pki::new();
+    let tls = pki.tls_dir(9);
+    let file = tls.path().join("injector.yaml");
+    fs::write(
+        &file,
+        "image: registry.example/nudge:from-file\n\
+         image-pull-policy: IfNotPresent\n\
+         sidecar-cpu-request: 2m\n\
+         sidecar-memory-request: 4Mi\n\
+         sidecar-memory-limit: 16Mi\n\
+         sidecar: native\n",
+    )
+    .expect("config file");
+    let config_arg = format!("--config={}", file.display());
+    let injector = Injector::start_with(
+        tls.path(),
+        &[&config_arg, "--sidecar-memory-limit=24Mi"],
+        &[
+            ("NUDGE_INJECTOR_IMAGE", "registry.example/nudge:from-env"),
+            ("NUDGE_INJECTOR_SIDECAR", "regular"),
+            ("NUDGE_INJECTOR_SIDECAR_MEMORY_LIMIT", "20Mi"),
+        ],
+    );
+    let config = client_config(&pki.ca_pem());
+    let mut https = Https::open(injector.port, &config).await.expect("connect");
+    let pod = annotated_pod("web");
+    let (status, body) = https
+        .review(review_of("settings", pod.clone()))
+        .await
+        .expect("answered");
+    assert_eq!(status, 200);
+    let injected = patched(&pod, &response_for("settings", &body));
+    // env over file: image and placement; flag over env and file: the memory limit.
+    let sidecar = &injected["spec"]["containers"][1];
+    assert_eq!(sidecar["name"], "nudge");
+    assert_eq!(sidecar["image"], "registry.example/nudge:from-env");
+    assert_eq!(sidecar["imagePullPolicy"], "IfNotPresent");
+    assert_eq!(
+        sidecar["resources"],
+        json!({"requests": {"cpu": "2m", "memory": "4Mi"}, "limits": {"memory": "24Mi"}})
+    );
+    // A pod's own nudge.dev/image still wins over every layer.
+    let mut own = annotated_pod("own");
+    own["metadata"]["annotations"]["nudge.dev/image"] = json!("mine/nudge:1");
+    let (_, body) = https
+        .review(review_of("own", own.clone()))
+        .await
+        .expect("answered");
+    let injected = patched(&own, &response_for("own", &body));
+    assert_eq!(injected["spec"]["containers"][1]["image"], "mine/nudge:1");
+    assert!(
+        injector.logged("memory_limit=24Mi"),
+        "the settings are logged"
+    );
+}
+
+#[test]
+fn bad_injector_settings_exit_2_with_one_line_naming_the_setting() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("injector.yaml");
+    fs::write(
+        &file,
+        "tls-cert: /nope.crt\ntls-key: /nope.key\nsidecar-cpu-request: fast\n",
+    )
+    .expect("file");
+    let cases: [(Vec<String>, &str); 4] = [
+        (
+            vec![format!("--config={}", file.display())],
+            "--sidecar-cpu-request",
+        ),
+        (
+            vec!["--sidecar-memory-limit=lots".into(), "--tls-cert=a".into()],
+            "--sidecar-memory-limit",
+        ),
+        (vec![], "--tls-cert is required"),
+        (
+            vec!["--tls-cert=/nope.crt".into(), "--tls-key=/nope.key".into()],
+            "/nope.crt",
+        ),
+    ];
+    for (args, needle) in cases {
+        let out = Command::new(env!("CARGO_BIN_EXE_nudge"))
+            .arg("injector")
+            .args(&args)
+            .env_remove("NUDGE_INJECTOR_TLS_CERT")
+            .env_remove("NUDGE_INJECTOR_TLS_KEY")
+            .output()
+            .expect("run");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        let first = stderr.lines().next().unwrap_or_default();
+        assert!(first.contains(needle), "{args:?}: {stderr}");
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -512,7 +870,7 @@ fn the_json_patch_applied_to_the_input_equals_nudge_injects_output_over_the_corp
         objects.len()
     );
     for (name, input, expected) in objects {
-        let mutation = nudge::injector::review::mutate(&input, &nudge::inject::Options::default())
+        let mutation = nudge::injector::review::mutate(&input, &Default::default())
             .unwrap_or_else(|e| panic!("{name}: {e}"));
         let patch = mutation.patch.unwrap_or_else(|| panic!("{name}: no patch"));
         let mut patched = input.clone();

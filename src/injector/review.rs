@@ -9,8 +9,78 @@ use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview
 use kube::core::DynamicObject;
 use serde_json::Value as Json;
 
+use crate::inject::pod::SIDECAR_NAME;
 use crate::inject::report::Outcome;
-use crate::inject::{inject_object, Inventory, Options};
+use crate::inject::{inject_object, Inventory, Options, Placement};
+
+/// The injected sidecar's settings: `nudge inject`'s [`Options`] (image, placement) plus what
+/// the webhook lets an operator change on the container it adds.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Settings {
+    /// Image and placement, as for `nudge inject`.
+    pub inject: Options,
+    /// The sidecar's resource requests and limits.
+    pub resources: Resources,
+    /// `imagePullPolicy` of the sidecar; `None` leaves Kubernetes' default.
+    pub image_pull_policy: Option<String>,
+}
+
+/// Resource requests and limits of the sidecar (Kubernetes quantities); `None` leaves one out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resources {
+    /// `requests.cpu`.
+    pub cpu_request: Option<String>,
+    /// `requests.memory`.
+    pub memory_request: Option<String>,
+    /// `limits.cpu`.
+    pub cpu_limit: Option<String>,
+    /// `limits.memory`.
+    pub memory_limit: Option<String>,
+}
+
+impl Default for Resources {
+    /// `nudge inject`'s: requests cpu 5m / memory 8Mi, limit memory 32Mi, no CPU limit.
+    fn default() -> Self {
+        Resources {
+            cpu_request: Some(DEFAULT_CPU_REQUEST.to_owned()),
+            memory_request: Some(DEFAULT_MEMORY_REQUEST.to_owned()),
+            cpu_limit: None,
+            memory_limit: Some(DEFAULT_MEMORY_LIMIT.to_owned()),
+        }
+    }
+}
+
+/// The sidecar's CPU request unless configured (as `nudge inject` writes it).
+pub const DEFAULT_CPU_REQUEST: &str = "5m";
+/// The sidecar's memory request unless configured.
+pub const DEFAULT_MEMORY_REQUEST: &str = "8Mi";
+/// The sidecar's memory limit unless configured.
+pub const DEFAULT_MEMORY_LIMIT: &str = "32Mi";
+
+impl Resources {
+    /// The `resources` mapping of the container.
+    fn to_yaml(&self) -> serde_yaml::Value {
+        let section = |pairs: [(&str, &Option<String>); 2]| {
+            let mut map = serde_yaml::Mapping::new();
+            for (k, v) in pairs {
+                if let Some(v) = v {
+                    map.insert(k.into(), v.as_str().into());
+                }
+            }
+            map
+        };
+        let mut resources = serde_yaml::Mapping::new();
+        let requests = section([("cpu", &self.cpu_request), ("memory", &self.memory_request)]);
+        let limits = section([("cpu", &self.cpu_limit), ("memory", &self.memory_limit)]);
+        if !requests.is_empty() {
+            resources.insert("requests".into(), requests.into());
+        }
+        if !limits.is_empty() {
+            resources.insert("limits".into(), limits.into());
+        }
+        resources.into()
+    }
+}
 
 /// What became of one review, for logs and metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,11 +136,13 @@ pub struct Mutation {
 
 /// Injects the sidecar into `pod` exactly as `nudge inject` would and returns the difference
 /// as a JSON patch. Only a sidecar *added* makes a patch: a pod already injected (by
-/// `nudge inject` upstream, or a re-invocation) is left as it is.
-pub fn mutate(pod: &Json, options: &Options) -> Result<Mutation, MutateError> {
+/// `nudge inject` upstream, or a re-invocation) is left as it is. With the default
+/// [`Resources`] and no pull policy the result is `nudge inject`'s to the byte; otherwise only
+/// those fields of the added container differ.
+pub fn mutate(pod: &Json, settings: &Settings) -> Result<Mutation, MutateError> {
     let mut object: serde_yaml::Value =
         serde_yaml::to_value(pod).map_err(|e| MutateError::Convert(e.to_string()))?;
-    let reports = inject_object(&mut object, options, &Inventory::default())
+    let reports = inject_object(&mut object, &settings.inject, &Inventory::default())
         .map_err(|e| MutateError::Inject(e.to_string()))?;
     let added = reports
         .iter()
@@ -84,6 +156,9 @@ pub fn mutate(pod: &Json, options: &Options) -> Result<Mutation, MutateError> {
         .iter()
         .flat_map(|r| r.warnings.iter().map(ToString::to_string))
         .collect();
+    if added {
+        customize(&mut object, settings);
+    }
     let patch = match added {
         true => {
             let after =
@@ -99,15 +174,45 @@ pub fn mutate(pod: &Json, options: &Options) -> Result<Mutation, MutateError> {
     })
 }
 
+/// Applies the settings `nudge inject` has no option for to the sidecar it just added.
+fn customize(pod: &mut serde_yaml::Value, settings: &Settings) {
+    let defaults = Settings {
+        inject: settings.inject.clone(),
+        ..Settings::default()
+    };
+    if *settings == defaults {
+        return;
+    }
+    let list = match settings.inject.placement {
+        Placement::Native => "initContainers",
+        Placement::Regular => "containers",
+    };
+    let sidecar = pod
+        .get_mut("spec")
+        .and_then(|spec| spec.get_mut(list))
+        .and_then(serde_yaml::Value::as_sequence_mut)
+        .and_then(|list| {
+            list.iter_mut()
+                .find(|c| c.get("name").and_then(serde_yaml::Value::as_str) == Some(SIDECAR_NAME))
+        })
+        .and_then(serde_yaml::Value::as_mapping_mut);
+    if let Some(sidecar) = sidecar {
+        sidecar.insert("resources".into(), settings.resources.to_yaml());
+        if let Some(policy) = &settings.image_pull_policy {
+            sidecar.insert("imagePullPolicy".into(), policy.as_str().into());
+        }
+    }
+}
+
 /// Answers one review body. `Err` is a malformed body (HTTP 400); everything else is an
 /// `AdmissionReview` response (HTTP 200), serialized.
-pub fn review(body: &[u8], options: &Options) -> Result<(Vec<u8>, Verdict), MalformedReview> {
+pub fn review(body: &[u8], settings: &Settings) -> Result<(Vec<u8>, Verdict), MalformedReview> {
     let review: AdmissionReview<DynamicObject> =
         serde_json::from_slice(body).map_err(|e| MalformedReview(e.to_string()))?;
     let request: AdmissionRequest<DynamicObject> = review
         .try_into()
         .map_err(|_| MalformedReview("it has no request".to_owned()))?;
-    let (response, patch, verdict) = respond(&request, options);
+    let (response, patch, verdict) = respond(&request, settings);
     let unserializable =
         |e: serde_json::Error| MalformedReview(format!("the answer did not serialize: {e}"));
     let mut answer = serde_json::to_value(response.into_review()).map_err(unserializable)?;
@@ -126,7 +231,7 @@ pub fn review(body: &[u8], options: &Options) -> Result<(Vec<u8>, Verdict), Malf
 /// The response, the patch to attach to it, and the verdict.
 fn respond(
     request: &AdmissionRequest<DynamicObject>,
-    options: &Options,
+    settings: &Settings,
 ) -> (AdmissionResponse, Option<Patch>, Verdict) {
     let response = AdmissionResponse::from(request);
     if !request.kind.group.is_empty() || request.kind.kind != "Pod" {
@@ -143,7 +248,7 @@ fn respond(
         Ok(pod) => pod,
         Err(e) => return invalid(response, MutateError::Convert(e.to_string()).to_string()),
     };
-    match mutate(&pod, options) {
+    match mutate(&pod, settings) {
         Ok(Mutation {
             patch: Some(patch),
             report,
@@ -209,7 +314,7 @@ mod tests {
     }
 
     fn answer(body: &[u8]) -> (Json, Verdict) {
-        let (out, verdict) = review(body, &Options::default()).unwrap();
+        let (out, verdict) = review(body, &Settings::default()).unwrap();
         (serde_json::from_slice(&out).unwrap(), verdict)
     }
 
@@ -242,7 +347,7 @@ mod tests {
     #[test]
     fn an_already_injected_pod_is_allowed_without_a_patch() {
         let mut injected = pod(json!({"nudge.dev/watch": "web-config"}));
-        let patch = mutate(&injected, &Options::default())
+        let patch = mutate(&injected, &Settings::default())
             .unwrap()
             .patch
             .unwrap();
@@ -282,8 +387,49 @@ mod tests {
 
     #[test]
     fn garbage_and_requestless_reviews_are_malformed() {
-        assert!(review(b"{not json", &Options::default()).is_err());
+        assert!(review(b"{not json", &Settings::default()).is_err());
         let empty = br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview"}"#;
-        assert!(review(empty, &Options::default()).is_err());
+        assert!(review(empty, &Settings::default()).is_err());
+    }
+
+    #[test]
+    fn configured_resources_and_pull_policy_replace_only_those_fields_of_the_sidecar() {
+        let input = pod(json!({"nudge.dev/watch": "web-config"}));
+        let plain = mutate(&input, &Settings::default()).unwrap().patch.unwrap();
+        let settings = Settings {
+            inject: Options {
+                placement: Placement::Regular,
+                ..Options::default()
+            },
+            resources: Resources {
+                cpu_request: Some("1m".into()),
+                memory_request: None,
+                cpu_limit: Some("100m".into()),
+                memory_limit: Some("16Mi".into()),
+            },
+            image_pull_policy: Some("IfNotPresent".into()),
+        };
+        let custom = mutate(&input, &settings).unwrap().patch.unwrap();
+        let (mut a, mut b) = (input.clone(), input.clone());
+        json_patch::patch(&mut a, &plain).unwrap();
+        json_patch::patch(&mut b, &custom).unwrap();
+        let native = &a["spec"]["initContainers"][0];
+        assert_eq!(native["resources"]["requests"]["memory"], "8Mi");
+        let sidecar = &b["spec"]["containers"][1];
+        assert_eq!(sidecar["name"], "nudge");
+        assert_eq!(
+            sidecar["resources"],
+            json!({"requests": {"cpu": "1m"}, "limits": {"cpu": "100m", "memory": "16Mi"}})
+        );
+        assert_eq!(sidecar["imagePullPolicy"], "IfNotPresent");
+        let mut without = sidecar.clone();
+        let mut reference = native.clone();
+        for c in [&mut without, &mut reference] {
+            let c = c.as_object_mut().unwrap();
+            for k in ["resources", "imagePullPolicy", "restartPolicy"] {
+                c.remove(k);
+            }
+        }
+        assert_eq!(without, reference);
     }
 }

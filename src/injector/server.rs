@@ -3,13 +3,16 @@
 //! - `POST /mutate`  — `admission.k8s.io/v1` `AdmissionReview` in, `AdmissionReview` out
 //!   ([`super::review`]); 400 for a body that is not a review, 413 over [`MAX_BODY`], 415 for a
 //!   content type other than JSON.
-//! - `GET /healthz`  — 200 while the server runs.
-//! - `GET /readyz`   — 200 once a certificate is loaded (before that nothing listens).
-//! - `GET /metrics`  — Prometheus text: `nudge_injector_reviews_total{verdict}` and
-//!   `nudge_injector_review_seconds`.
+//! - `GET /healthz`  — as the sidecar's: 200 `ok` while the certificate watcher runs, else 503.
+//! - `GET /readyz`   — as the sidecar's: 200 when every condition holds (a certificate is
+//!   loaded, the certificate watcher runs), else 503; the body lists each condition.
+//! - `GET /metrics`  — Prometheus text: `nudge_injector_reviews_total{verdict}`,
+//!   `nudge_injector_review_seconds`, `nudge_injector_certificate_reloads_total{result}`.
 //!
-//! Each connection is its own task with its own deadlines (TLS handshake, headers, body), so a
-//! slow or hostile client only ever holds its own connection.
+//! The accept loop, the HTTP/1.1 settings and the probe/metrics responses are the admin
+//! server's ([`crate::server`]). Each connection is its own task with its own deadlines (TLS
+//! handshake, headers — which also closes idle keep-alive connections —, body), so a slow or
+//! hostile client only ever holds its own connection.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -19,11 +22,9 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
-use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::rt::TokioIo;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -31,12 +32,15 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio::time::timeout;
 use tokio_rustls::TlsAcceptor;
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
-use super::review::{review, Verdict};
+use super::review::{review, Settings, Verdict};
 use super::tls::CertStore;
-use crate::inject::Options;
+use crate::server::{
+    accept_loop, health_response, http1_builder, metrics_response, readiness_response, text,
+};
 
 /// The largest review body read (the API server sends whole Pods; 3 MiB is etcd's own limit
 /// on an object, so a real Pod review is always smaller).
@@ -49,7 +53,6 @@ const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 /// In-flight reviews may take this long to finish on shutdown.
 const DRAIN_GRACE: Duration = Duration::from_secs(5);
-const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct VerdictLabel {
@@ -64,7 +67,7 @@ struct Metrics {
 }
 
 impl Metrics {
-    fn new() -> Metrics {
+    fn new(certs: &CertStore) -> Metrics {
         let mut registry = Registry::with_prefix("nudge_injector");
         let reviews = Family::<VerdictLabel, Counter>::default();
         registry.register(
@@ -78,6 +81,11 @@ impl Metrics {
             "Time from the whole body read to the answer built",
             seconds.clone(),
         );
+        registry.register(
+            "certificate_reloads",
+            "Serving certificate reloads after a change of its files, by result (ok, failed)",
+            certs.reloads(),
+        );
         Metrics {
             registry,
             reviews,
@@ -88,101 +96,91 @@ impl Metrics {
     fn count(&self, verdict: &'static str) {
         self.reviews.get_or_create(&VerdictLabel { verdict }).inc();
     }
+
+    /// The Prometheus text format 0.0.4, as the sidecar's `/metrics` serves it.
+    fn encode(&self) -> Result<String, std::fmt::Error> {
+        let mut body = String::new();
+        prometheus_client::encoding::text::encode(&mut body, &self.registry)?;
+        Ok(openmetrics_to_prometheus(&body))
+    }
 }
 
 /// What every connection shares.
 struct Shared {
-    options: Options,
+    settings: Settings,
     metrics: Metrics,
+    certs: Arc<CertStore>,
 }
 
 /// Serves on `listener` with the certificate from `certs` until `shutdown` turns true.
 pub async fn serve(
     listener: TcpListener,
     certs: Arc<CertStore>,
-    options: Options,
-    mut shutdown: watch::Receiver<bool>,
+    settings: Settings,
+    shutdown: watch::Receiver<bool>,
 ) {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = match rustls::ServerConfig::builder_with_provider(provider)
+    let mut config = match rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
     {
-        Ok(builder) => builder.with_no_client_auth().with_cert_resolver(certs),
+        Ok(builder) => builder
+            .with_no_client_auth()
+            .with_cert_resolver(certs.clone()),
         Err(e) => {
             warn!(error = %e, "no TLS protocol version available");
             return;
         }
     };
-    let mut config = config;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     let acceptor = TlsAcceptor::from(Arc::new(config));
     let shared = Arc::new(Shared {
-        options,
-        metrics: Metrics::new(),
+        settings,
+        metrics: Metrics::new(&certs),
+        certs,
     });
-    if let Ok(addr) = listener.local_addr() {
-        // Tests and operators learn the bound port (`--listen 127.0.0.1:0`) from this line.
-        info!(%addr, "injector listening");
-    }
-    let graceful = GracefulShutdown::new();
-    let mut http = http1::Builder::new();
-    http.timer(TokioTimer::new())
-        .header_read_timeout(HEADER_TIMEOUT);
-    loop {
-        tokio::select! {
-            _ = shutdown.changed() => break,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
-                    let _ = stream.set_nodelay(true);
-                    let acceptor = acceptor.clone();
-                    let shared = shared.clone();
-                    let http = http.clone();
-                    let watcher = graceful.watcher();
-                    tokio::spawn(async move {
-                        let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                            Ok(Ok(tls)) => tls,
-                            Ok(Err(e)) => return debug!(%peer, error = %e, "TLS handshake failed"),
-                            Err(_) => return debug!(%peer, "TLS handshake timed out"),
-                        };
-                        let service = service_fn(move |req| respond(req, shared.clone()));
-                        let conn = http.serve_connection(TokioIo::new(tls), service);
-                        if let Err(e) = watcher.watch(conn).await {
-                            debug!(%peer, error = %e, "connection ended with an error");
-                        }
-                    });
+    let http = http1_builder(HEADER_TIMEOUT);
+    accept_loop(
+        listener,
+        shutdown,
+        DRAIN_GRACE,
+        "injector",
+        move |stream, peer, watcher| {
+            let _ = stream.set_nodelay(true);
+            let (acceptor, shared, http) = (acceptor.clone(), shared.clone(), http.clone());
+            async move {
+                let tls = match timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                    Ok(Ok(tls)) => tls,
+                    Ok(Err(e)) => return debug!(%peer, error = %e, "TLS handshake failed"),
+                    Err(_) => return debug!(%peer, "TLS handshake timed out"),
+                };
+                let service = service_fn(move |req| respond(req, shared.clone()));
+                let conn = http.serve_connection(TokioIo::new(tls), service);
+                if let Err(e) = watcher.watch(conn).await {
+                    debug!(%peer, error = %e, "connection ended with an error");
                 }
-                // Out of file descriptors and the like: keep serving once it passes.
-                Err(e) => {
-                    warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            },
-        }
-    }
-    drop(listener);
-    if tokio::time::timeout(DRAIN_GRACE, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        debug!("connections still open after the grace period; dropping them");
-    }
+            }
+        },
+    )
+    .await;
 }
 
 async fn respond(
     req: Request<Incoming>,
     shared: Arc<Shared>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
-    let answer = match (req.method(), req.uri().path()) {
-        (&Method::POST, "/mutate") => mutate(req, &shared).await,
-        (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n".into()),
-        (&Method::GET, "/readyz") => {
-            text(StatusCode::OK, "ready: serving certificate loaded\n".into())
-        }
-        (&Method::GET, "/metrics") => metrics(&shared),
-        (_, "/mutate") => text(
+    let probe = matches!(*req.method(), Method::GET | Method::HEAD);
+    let answer = match (req.uri().path(), probe) {
+        ("/mutate", _) if req.method() == Method::POST => mutate(req, &shared).await,
+        ("/mutate", _) => text(
             StatusCode::METHOD_NOT_ALLOWED,
             "POST an AdmissionReview\n".into(),
         ),
+        ("/healthz" | "/readyz" | "/metrics", false) => {
+            text(StatusCode::METHOD_NOT_ALLOWED, "only GET\n".into())
+        }
+        ("/healthz", true) => health_response(shared.certs.health()),
+        ("/readyz", true) => readiness_response(&shared.certs.readiness()),
+        ("/metrics", true) => metrics_response(shared.metrics.encode()),
         _ => text(
             StatusCode::NOT_FOUND,
             "not found; try POST /mutate, /healthz, /readyz or /metrics\n".into(),
@@ -217,7 +215,7 @@ async fn mutate(req: Request<Incoming>, shared: &Shared) -> Response<Full<Bytes>
         shared.metrics.count("too_large");
         return too_large();
     }
-    let body = match tokio::time::timeout(
+    let body = match timeout(
         BODY_TIMEOUT,
         Limited::new(req.into_body(), MAX_BODY).collect(),
     )
@@ -244,7 +242,7 @@ async fn mutate(req: Request<Incoming>, shared: &Shared) -> Response<Full<Bytes>
         }
     };
     let started = Instant::now();
-    let answer = review(&body, &shared.options);
+    let answer = review(&body, &shared.settings);
     shared
         .metrics
         .seconds
@@ -276,29 +274,26 @@ fn too_large() -> Response<Full<Bytes>> {
     )
 }
 
-fn metrics(shared: &Shared) -> Response<Full<Bytes>> {
-    let mut body = String::new();
-    match prometheus_client::encoding::text::encode(&mut body, &shared.metrics.registry) {
-        Ok(()) => {
-            let mut response = text(StatusCode::OK, body);
-            response
-                .headers_mut()
-                .insert(CONTENT_TYPE, HeaderValue::from_static(PROMETHEUS_TEXT));
-            response
-        }
-        Err(_) => text(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "metrics could not be encoded\n".into(),
-        ),
+/// prometheus-client writes OpenMetrics (a counter family `x` with samples `x_total`, and a
+/// final `# EOF`); the Prometheus text format names the family `x_total` and has no EOF. The
+/// same rewrite as the sidecar's (`crate::status`, private there), so `promtool check metrics`
+/// and every scraper read both alike.
+fn openmetrics_to_prometheus(text: &str) -> String {
+    let counters: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(text.len() + 16 * counters.len());
+    for line in text.lines().filter(|l| *l != "# EOF") {
+        let rewritten = ["# HELP ", "# TYPE "].iter().find_map(|prefix| {
+            let rest = line.strip_prefix(prefix)?;
+            let (name, tail) = rest.split_once(' ')?;
+            counters
+                .contains(&name)
+                .then(|| format!("{prefix}{name}_total {tail}"))
+        });
+        out.push_str(rewritten.as_deref().unwrap_or(line));
+        out.push('\n');
     }
-}
-
-fn text(code: StatusCode, body: String) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from(body)));
-    *response.status_mut() = code;
-    response.headers_mut().insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    response
+    out
 }

@@ -5,8 +5,13 @@
 //! the old one until the new pair has loaded and matched, then the new one.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 
 use rustls::crypto::ring::sign::any_supported_type;
 use rustls::pki_types::pem::PemObject;
@@ -16,7 +21,7 @@ use rustls::sign::CertifiedKey;
 use tokio::sync::{mpsc, watch as signal};
 use tracing::{info, warn};
 
-use crate::status::Status;
+use crate::status::{Condition, Readiness, Status};
 use crate::watch::VolumeWatcher;
 
 /// How long file events must be quiet before a plain (non-kubelet) write is read.
@@ -84,23 +89,112 @@ pub fn load(cert: &Path, key: &Path) -> Result<CertifiedKey, TlsError> {
     Ok(certified)
 }
 
-/// The certificate every new handshake gets; swapped in place on rotation.
+/// The label of the reload counter: `result="ok"` or `"failed"`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabel {
+    result: &'static str,
+}
+
+/// The certificate every new handshake gets; swapped in place on rotation. It also keeps what
+/// `/healthz`, `/readyz` and `/metrics` say about it.
 #[derive(Debug)]
 pub struct CertStore {
     cert: PathBuf,
     key: PathBuf,
     current: RwLock<Arc<CertifiedKey>>,
+    /// Reloads after a change, by result.
+    reloads: Family<ResultLabel, Counter>,
+    /// Why the last reload failed, until one succeeds.
+    last_failure: Mutex<Option<String>>,
+    /// The watcher is running (set by [`watch`]; false before it starts and once it ends).
+    watching: AtomicBool,
 }
 
 impl CertStore {
     /// Loads the pair once; failing here is fatal (nothing to serve with).
     pub fn open(cert: &Path, key: &Path) -> Result<CertStore, TlsError> {
         let loaded = load(cert, key)?;
+        let reloads = Family::<ResultLabel, Counter>::default();
+        for result in ["ok", "failed"] {
+            // Both series exist from the start (a scrape sees 0, not nothing).
+            reloads.get_or_create(&ResultLabel { result }).inc_by(0);
+        }
         Ok(CertStore {
             cert: cert.to_owned(),
             key: key.to_owned(),
             current: RwLock::new(Arc::new(loaded)),
+            reloads,
+            last_failure: Mutex::new(None),
+            watching: AtomicBool::new(false),
         })
+    }
+
+    /// The `certificate_reloads` counter family (labels `result="ok"|"failed"`), to register.
+    pub fn reloads(&self) -> Family<ResultLabel, Counter> {
+        self.reloads.clone()
+    }
+
+    /// Liveness, as the sidecar's: `Err(why)` once the certificate watcher has stopped (a
+    /// rotation would never be seen; a restart starts a new watcher).
+    pub fn health(&self) -> Result<(), String> {
+        match self.watching.load(Ordering::Relaxed) {
+            true => Ok(()),
+            false => Err("the certificate watcher is not running".to_owned()),
+        }
+    }
+
+    /// Readiness, as the sidecar's: a certificate is loaded (always, once the server listens;
+    /// a failed reload keeps the previous one and says so) and its watcher runs.
+    pub fn readiness(&self) -> Readiness {
+        let failure = self
+            .last_failure
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let detail = match failure {
+            None => format!("serving {}", self.cert.display()),
+            Some(why) => {
+                format!("serving the previous certificate; the files failed to load: {why}")
+            }
+        };
+        let watcher = match self.health() {
+            Ok(()) => format!("watching {}", self.cert.display()),
+            Err(why) => why,
+        };
+        Readiness {
+            conditions: vec![
+                Condition {
+                    name: "certificate",
+                    ok: true,
+                    detail,
+                },
+                Condition {
+                    name: "watching",
+                    ok: self.health().is_ok(),
+                    detail: watcher,
+                },
+            ],
+        }
+    }
+
+    fn record(&self, result: &Result<bool, TlsError>) {
+        let mut failure = self.last_failure.lock().unwrap_or_else(|e| e.into_inner());
+        match result {
+            Ok(changed) => {
+                *failure = None;
+                if *changed {
+                    self.count("ok");
+                }
+            }
+            Err(e) => {
+                *failure = Some(e.to_string());
+                self.count("failed");
+            }
+        }
+    }
+
+    fn count(&self, result: &'static str) {
+        self.reloads.get_or_create(&ResultLabel { result }).inc();
     }
 
     /// Re-reads the files; on failure the current pair stays (a half-written rotation or a
@@ -141,7 +235,7 @@ impl ResolvesServerCert for CertStore {
 }
 
 /// Watches the certificate's directories with nudge's volume watcher and reloads on every
-/// change, until `shutdown`.
+/// change, until `shutdown`. While it runs, [`CertStore::health`] is `Ok`.
 pub async fn watch(
     store: Arc<CertStore>,
     shutdown: signal::Receiver<bool>,
@@ -150,6 +244,8 @@ pub async fn watch(
     let (touches, mut touched) = mpsc::channel(16);
     let mut stop = shutdown.clone();
     tokio::spawn(watcher.run(SETTLE, Some(RESYNC), touches, shutdown));
+    store.watching.store(true, Ordering::Relaxed);
+    let _stopped = Stopped(&store);
     loop {
         tokio::select! {
             _ = stop.changed() => return Ok(()),
@@ -157,12 +253,23 @@ pub async fn watch(
                 if touch.is_none() {
                     return Ok(());
                 }
-                match store.reload() {
+                let result = store.reload();
+                store.record(&result);
+                match result {
                     Ok(true) => info!(cert = %store.cert.display(), "serving certificate reloaded"),
                     Ok(false) => {}
                     Err(e) => warn!(error = %e, "keeping the current certificate"),
                 }
             }
         }
+    }
+}
+
+/// Marks the watcher stopped however [`watch`] returns.
+struct Stopped<'a>(&'a CertStore);
+
+impl Drop for Stopped<'_> {
+    fn drop(&mut self) {
+        self.0.watching.store(false, Ordering::Relaxed);
     }
 }
