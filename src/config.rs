@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use clap::builder::BoolishValueParser;
 use nix::sys::signal::Signal;
-use regex::Regex;
+use regex_lite::Regex;
 
 use crate::action::webhook::{
     parse_header, ExpectedStatus, WebhookAction, WebhookSettings, WebhookUrl,

@@ -312,7 +312,7 @@ fn invalid_yaml_holds_the_signal_and_the_fixed_yaml_triggers_exactly_one() {
         "{held}"
     );
     assert!(
-        regex::Regex::new(r"app\.yaml:\d+:\d+: invalid YAML")
+        regex_lite::Regex::new(r"app\.yaml:\d+:\d+: invalid YAML")
             .expect("re")
             .is_match(&held),
         "file, line and column: {held}"

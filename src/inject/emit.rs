@@ -8,7 +8,7 @@
 
 use std::sync::LazyLock;
 
-use regex::Regex;
+use regex_lite::Regex;
 use serde_yaml::Value;
 
 /// Plain scalars that YAML 1.1 resolves to something other than a string.

@@ -231,7 +231,7 @@ impl ReloadApp {
 
 /// A regex that matches only this test's processes: its temp dir appears in their command line.
 pub fn cmdline_regex(dir: &Path) -> String {
-    regex::escape(&dir.display().to_string())
+    regex_lite::escape(&dir.display().to_string())
 }
 
 /// Asserts that nothing more happens for a while: used after the last expected event to catch
