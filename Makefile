@@ -4,7 +4,7 @@ RELEASE := target/release/nudge
 
 STATIC := target/x86_64-unknown-linux-gnu/release/nudge
 
-.PHONY: all build release demo test lint bench bench-rollout static image bless clean
+.PHONY: all build release demo test lint bench bench-rollout bench-injector static image bless clean
 
 all: build
 
@@ -47,6 +47,12 @@ bench: release static
 ## on a real API server (writes BENCHMARKS.md; N=... to pick sizes, e.g. N="1000")
 bench-rollout:
 	$(CARGO) bench --features rollout --bench rollout -- $(N)
+
+## bench-injector: `nudge injector` admission latency p50/p99 (loopback HTTPS, and pod creation
+## through a real API server with and without the webhook), RSS idle and under load
+## (writes its section of BENCHMARKS.md)
+bench-injector:
+	$(CARGO) bench --features rollout --bench injector
 
 clean:
 	$(CARGO) clean
