@@ -382,7 +382,10 @@ fn connector(needs_tls: bool) -> Result<Connector, String> {
 #[cfg(not(feature = "https"))]
 fn connector(needs_tls: bool) -> Result<Connector, String> {
     if needs_tls {
-        return Err("this nudge was built without https support (cargo feature \"https\")".into());
+        return Err(
+            "an http:// URL: this nudge has no TLS (the slim image); use the -tls image for https"
+                .into(),
+        );
     }
     Ok(HttpConnector::new())
 }
