@@ -142,12 +142,20 @@ fn the_image_binary_refuses_an_https_webhook_and_names_the_tls_image() {
     let volume = tempfile::tempdir().expect("tempdir");
     let out = Command::new(binary)
         .args(["--watch", &volume.path().display().to_string()])
-        .args(["--action", "webhook", "--webhook-url", "https://localhost:9090/-/reload"])
+        .args([
+            "--action",
+            "webhook",
+            "--webhook-url",
+            "https://localhost:9090/-/reload",
+        ])
         .args(["--listen", "127.0.0.1:0"])
         .output()
         .expect("run the static binary");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "stderr: {stderr}");
     assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
-    assert!(stderr.contains("--webhook-url") && stderr.contains("-tls image"), "{stderr}");
+    assert!(
+        stderr.contains("--webhook-url") && stderr.contains("-tls image"),
+        "{stderr}"
+    );
 }
