@@ -504,10 +504,15 @@ impl Status {
     pub fn encode_metrics(&self) -> Result<String, fmt::Error> {
         // Refresh the target gauge so a scrape sees the present, not the last attempt.
         let _ = self.probe_target();
-        let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &self.metrics().registry)?;
-        Ok(openmetrics_to_prometheus(&out))
+        encode_registry(&self.metrics().registry)
     }
+}
+
+/// A registry in the Prometheus text format 0.0.4; the injector's `/metrics` uses it too.
+pub fn encode_registry(registry: &Registry) -> Result<String, fmt::Error> {
+    let mut out = String::new();
+    prometheus_client::encoding::text::encode(&mut out, registry)?;
+    Ok(openmetrics_to_prometheus(&out))
 }
 
 /// prometheus-client writes OpenMetrics, where a counter family `x` has samples `x_total`

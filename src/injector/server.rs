@@ -99,9 +99,7 @@ impl Metrics {
 
     /// The Prometheus text format 0.0.4, as the sidecar's `/metrics` serves it.
     fn encode(&self) -> Result<String, std::fmt::Error> {
-        let mut body = String::new();
-        prometheus_client::encoding::text::encode(&mut body, &self.registry)?;
-        Ok(openmetrics_to_prometheus(&body))
+        crate::status::encode_registry(&self.registry)
     }
 }
 
@@ -272,28 +270,4 @@ fn too_large() -> Response<Full<Bytes>> {
         StatusCode::PAYLOAD_TOO_LARGE,
         format!("the review is larger than {MAX_BODY} bytes\n"),
     )
-}
-
-/// prometheus-client writes OpenMetrics (a counter family `x` with samples `x_total`, and a
-/// final `# EOF`); the Prometheus text format names the family `x_total` and has no EOF. The
-/// same rewrite as the sidecar's (`crate::status`, private there), so `promtool check metrics`
-/// and every scraper read both alike.
-fn openmetrics_to_prometheus(text: &str) -> String {
-    let counters: Vec<&str> = text
-        .lines()
-        .filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
-        .collect();
-    let mut out = String::with_capacity(text.len() + 16 * counters.len());
-    for line in text.lines().filter(|l| *l != "# EOF") {
-        let rewritten = ["# HELP ", "# TYPE "].iter().find_map(|prefix| {
-            let rest = line.strip_prefix(prefix)?;
-            let (name, tail) = rest.split_once(' ')?;
-            counters
-                .contains(&name)
-                .then(|| format!("{prefix}{name}_total {tail}"))
-        });
-        out.push_str(rewritten.as_deref().unwrap_or(line));
-        out.push('\n');
-    }
-    out
 }
