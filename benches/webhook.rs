@@ -3,9 +3,10 @@
 //! the C inotify+kill floor (benches/floor.c, swap to the app receiving SIGHUP) and nudge's
 //! own signal action, interleaved update by update in the same run so all see the same load.
 //! Host PID namespace (no pod emulation): /proc holds the host's processes, which only the
-//! signal action scans.
+//! signal action scans. Runs the static binary the image ships; results go to stdout and to
+//! the "## Sidecar: swap-to-webhook latency" section of BENCHMARKS.md.
 //!
-//! `cargo build --release --example reload_app && cargo bench --bench webhook`
+//! `cargo bench --bench webhook` (part of `make bench`, which builds the binaries it needs).
 
 #[path = "../tests/support/kubelet.rs"]
 #[allow(dead_code)]
@@ -14,8 +15,13 @@ mod kubelet;
 #[path = "../tests/support/http.rs"]
 #[allow(dead_code)]
 mod http;
+#[path = "support/report.rs"]
+#[allow(dead_code)]
+mod report;
 
 use std::fs;
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::thread::sleep;
@@ -24,7 +30,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use http::{HttpServer, Reply};
 use kubelet::KubeletVolume;
 
-type Error = Box<dyn std::error::Error>;
+use report::Error;
 
 fn now_ns() -> u128 {
     SystemTime::now()
@@ -39,6 +45,41 @@ fn reloads(log: &Path) -> Vec<u128> {
         .lines()
         .filter_map(|l| l.strip_prefix("reload ")?.split(' ').nth(1)?.parse().ok())
         .collect()
+}
+
+/// A bare HTTP client on one kept-alive connection to the test server, as nudge's webhook
+/// client keeps its connection: the floor of an HTTP request.
+struct BareClient {
+    stream: TcpStream,
+    reader: BufReader<TcpStream>,
+}
+
+impl BareClient {
+    fn connect(server: &HttpServer) -> Result<BareClient, Error> {
+        let url = server.url("/");
+        let address = url.trim_start_matches("http://").trim_end_matches('/');
+        let stream = TcpStream::connect(address)?;
+        stream.set_nodelay(true)?;
+        let reader = BufReader::new(stream.try_clone()?);
+        Ok(BareClient { stream, reader })
+    }
+
+    /// Sends one POST; returns the time just before sending.
+    fn send(&mut self) -> Result<u128, Error> {
+        let at = now_ns();
+        self.stream
+            .write_all(b"POST /-/reload HTTP/1.1\r\nHost: bench\r\nContent-Length: 0\r\n\r\n")?;
+        Ok(at)
+    }
+
+    /// Reads the test server's reply (headers, then its 3-byte body `ok\n`).
+    fn read_reply(&mut self) -> Result<(), Error> {
+        let mut line = String::new();
+        while self.reader.read_line(&mut line)? > 0 && line != "ok\n" {
+            line.clear();
+        }
+        Ok(())
+    }
 }
 
 /// Kills the child on drop.
@@ -98,7 +139,7 @@ fn wait(what: &str, done: impl FnMut() -> bool) {
 
 fn main() -> Result<(), Error> {
     // `cargo test --all-targets` runs this file too, without `--bench`: measure only for real.
-    if !std::env::args().any(|a| a == "--bench") {
+    if !report::benchmarking() {
         println!("webhook benchmark: skipped (run `cargo bench --bench webhook`)");
         return Ok(());
     }
@@ -106,26 +147,9 @@ fn main() -> Result<(), Error> {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(100);
-    let nudge_bin = PathBuf::from(env!("CARGO_BIN_EXE_nudge"));
-    let app_bin = nudge_bin.with_file_name("examples").join("reload_app");
-    if !app_bin.exists() {
-        return Err(format!(
-            "{} is missing: cargo build --release --example reload_app",
-            app_bin.display()
-        )
-        .into());
-    }
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let (nudge_bin, app_bin) = report::binaries()?;
+    let floor_bin = report::floor_binary()?;
     let dir = tempfile::tempdir()?;
-    let floor_bin = dir.path().join("floor-bin");
-    let cc = Command::new("cc")
-        .args(["-O2", "-o"])
-        .arg(&floor_bin)
-        .arg(root.join("benches/floor.c"))
-        .status()?;
-    if !cc.success() {
-        return Err("cannot compile benches/floor.c with cc".into());
-    }
 
     // Three volumes, three watchers: floor -> app A, nudge signal -> app B, nudge webhook -> server.
     let vols: Vec<KubeletVolume> = ["floor", "signal", "webhook"]
@@ -182,7 +206,8 @@ fn main() -> Result<(), Error> {
     // Let the watchers set up their inotify watches.
     sleep(Duration::from_millis(500));
 
-    let mut lat: [Vec<f64>; 3] = [Vec::new(), Vec::new(), Vec::new()];
+    let mut bare = BareClient::connect(&server)?;
+    let mut lat: [Vec<f64>; 4] = Default::default();
     for n in 1..=updates {
         for (i, log) in logs.iter().enumerate() {
             let before = reloads(log).len();
@@ -194,15 +219,53 @@ fn main() -> Result<(), Error> {
         let at = update(&vols[2], n);
         wait("a webhook request", || server.count() > before);
         lat[2].push(server.seen()[before].unix_ns.saturating_sub(at) as f64 / 1000.0);
+        let before = server.count();
+        let at = bare.send()?;
+        wait("the bare request", || server.count() > before);
+        bare.read_reply()?;
+        lat[3].push(server.seen()[before].unix_ns.saturating_sub(at) as f64 / 1000.0);
         sleep(Duration::from_millis(5));
     }
-    let (floor_p50, _) = summary("floor (C inotify + kill)", &mut lat[0]);
-    let (signal_p50, _) = summary("nudge --action signal", &mut lat[1]);
-    let (webhook_p50, _) = summary("nudge --action webhook", &mut lat[2]);
-    println!(
-        "webhook p50 / floor p50 = {:.2}x; signal p50 / floor p50 = {:.2}x",
-        webhook_p50 / floor_p50,
-        signal_p50 / floor_p50
+    let names = [
+        "floor (C: inotify + kill, benches/floor.c)",
+        "nudge --action signal (pid file)",
+        "nudge --action webhook (http, 200 reply)",
+        "bare HTTP request (kept-alive connection, from this bench)",
+    ];
+    let rows: Vec<(&str, (f64, f64))> = names
+        .into_iter()
+        .zip(lat.iter_mut())
+        .map(|(name, latencies)| (name, summary(name, latencies)))
+        .collect();
+    let floor_p50 = rows[0].1 .0;
+    let request_floor_p50 = floor_p50 + rows[3].1 .0;
+    let mut table = String::new();
+    for (name, (p50, p99)) in &rows[..3] {
+        table += &format!(
+            "| {name} | {p50:.0} | {p99:.0} | {:.2}x |\n",
+            p50 / floor_p50
+        );
+    }
+    let (request_p50, request_p99) = rows[3].1;
+    let webhook_p50 = rows[2].1 .0;
+    table += &format!(
+        "| {} | {request_p50:.0} | {request_p99:.0} | |\n\n\
+         Webhook against the floor plus a bare HTTP request ({floor_p50:.0} + {request_p50:.0} = \
+         {request_floor_p50:.0} µs): **{:.2}x**.\n",
+        rows[3].0,
+        webhook_p50 / request_floor_p50,
     );
-    Ok(())
+    let section = format!(
+        "## Sidecar: swap-to-webhook latency\n\n\
+         {run} `cargo bench --bench webhook` on the static binary: {updates} kubelet-style updates \
+         each, interleaved; swap to the app receiving SIGHUP (floor, signal) or to the request \
+         reaching a local HTTP server (webhook, whose client keeps its connection alive; the bare request: a POST from the bench \
+         on one kept-alive connection to the same server, the floor of an HTTP request). Host PID \
+         namespace, the signal action's target given by a pid file.\n\n\
+         | subject | p50 (µs) | p99 (µs) | p50 / floor p50 |\n\
+         |---|---|---|---|\n\
+         {table}",
+        run = report::run_line(),
+    );
+    report::write_section(&section)
 }
