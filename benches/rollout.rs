@@ -78,7 +78,7 @@ struct Row {
     configmaps: usize,
     secrets: usize,
     deployments: usize,
-    raw_mib: f64,
+    raw_bytes: u64,
     generate: Duration,
     startup: Duration,
     peak_kib: u64,
@@ -212,7 +212,8 @@ async fn run(dir: &Path, n: usize) -> Result<Row, Error> {
         dep_api.create(&PostParams::default(), &dep).await?;
     }
     let generate = t.elapsed();
-    let raw_mib = raw.load(Ordering::Relaxed) as f64 / 1048576.0;
+    let raw_bytes = raw.load(Ordering::Relaxed);
+    let raw_mib = raw_bytes as f64 / 1048576.0;
     eprintln!(
         "bench-rollout: N={n}: {raw_mib:.0} MiB raw in {:.0?}",
         generate
@@ -307,7 +308,7 @@ async fn run(dir: &Path, n: usize) -> Result<Row, Error> {
         configmaps,
         secrets,
         deployments,
-        raw_mib,
+        raw_bytes,
         generate,
         startup,
         peak_kib: hwm.max(peak.load(Ordering::Relaxed)),
@@ -326,7 +327,12 @@ async fn template_hash(api: &Api<Deployment>, name: &str) -> Result<Option<Strin
 }
 
 fn status_kib(pid: u32, field: &str) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status_field(&format!("/proc/{pid}/status"), field)
+}
+
+/// The number after `field` in a /proc file of `Name: value kB` lines.
+fn status_field(path: &str, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(path).ok()?;
     status
         .lines()
         .find_map(|l| l.strip_prefix(field))?
@@ -343,6 +349,16 @@ fn mib(kib: u64) -> String {
 fn report(rows: &[Row]) -> String {
     let mut s =
         String::from("## nudge rollout: memory at cluster scale, start-up, update latency\n\n");
+    s.push_str(&format!(
+        "Run: {}, {}. Command: `make bench-rollout` (`cargo bench --features rollout --bench \
+rollout -- {}`).\n\n",
+        date_utc(),
+        machine(),
+        rows.iter()
+            .map(|r| r.n.to_string())
+            .collect::<Vec<_>>()
+            .join(" "),
+    ));
     s.push_str(
         "`make bench-rollout` (benches/rollout.rs): a real kube-apiserver 1.20 + etcd on loopback \
 (scripts/test-cluster.sh), one namespace; N ConfigMaps (35 %) and Secrets (65 %) with one key \
@@ -357,12 +373,13 @@ template carrying the new hash, polled every 5 ms, over 50 updates (includes the
     s.push_str("|---|---|---|---|---|---|---|---|---|\n");
     for r in rows {
         s.push_str(&format!(
-            "| {} | {} / {} / {} | {:.0} MiB | {:.2} s | {} | {} | {} | {:.0} ms | {:.0} ms |\n",
+            "| {} | {} / {} / {} | {} bytes ({:.1} MiB) | {:.2} s | {} | {} | {} | {:.0} ms | {:.0} ms |\n",
             r.n,
             r.configmaps,
             r.secrets,
             r.deployments,
-            r.raw_mib,
+            r.raw_bytes,
+            r.raw_bytes as f64 / 1048576.0,
             r.startup.as_secs_f64(),
             mib(r.peak_kib),
             mib(r.steady_kib),
@@ -378,7 +395,7 @@ template carrying the new hash, polled every 5 ms, over 50 updates (includes the
                 b.n,
                 b.peak_kib as f64 / a.peak_kib.max(1) as f64,
                 a.n,
-                b.raw_mib / a.raw_mib.max(0.001),
+                b.raw_bytes as f64 / a.raw_bytes.max(1) as f64,
             ));
         }
     }
@@ -387,11 +404,39 @@ template carrying the new hash, polled every 5 ms, over 50 updates (includes the
         .map(|r| format!("N={}: {:.0} s", r.n, r.generate.as_secs_f64()))
         .collect();
     s.push_str(&format!(
-        "\nGeneration time (not part of the measurement): {}. Machine: {} CPUs, shared and busy.\n\n",
+        "\nGeneration time (not part of the measurement): {}. The machine is shared (other builds \
+ran meanwhile), so start-up and latency carry noise.\n\n",
         generated.join(", "),
-        std::thread::available_parallelism().map_or(0, |n| n.get())
     ));
     s
+}
+
+/// `YYYY-MM-DD HH:MM UTC` (from date(1): no date crate for one line).
+fn date_utc() -> String {
+    Command::new("date")
+        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .map_or_else(|| "date unknown".into(), |d| d.trim().to_owned())
+}
+
+/// `N x CPU model, N GiB RAM, Linux RELEASE`.
+fn machine() -> String {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .and_then(|l| l.split_once(':'))
+        .map_or("unknown CPU", |(_, m)| m.trim());
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let mem_gib =
+        status_field("/proc/meminfo", "MemTotal:").map_or(0.0, |kib| kib as f64 / 1048576.0);
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    format!(
+        "{cpus} x {model}, {mem_gib:.0} GiB RAM, Linux {}",
+        kernel.trim()
+    )
 }
 
 /// Replaces this bench's section of BENCHMARKS.md (as benches/sidecar.rs does).
@@ -409,6 +454,9 @@ fn write_report(path: &Path, section: &str) -> Result<(), Error> {
             out.push_str(line);
             out.push('\n');
         }
+    }
+    if !out.ends_with("\n\n") {
+        out.push('\n');
     }
     out.push_str(section);
     std::fs::write(path, out)?;

@@ -6,6 +6,7 @@ use std::fmt::Debug;
 
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::PodTemplateSpec;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::NamespaceResourceScope;
 use kube::Resource;
 use serde::de::DeserializeOwned;
@@ -26,11 +27,21 @@ pub trait Workload:
 {
     /// The pod template, when the spec is present.
     fn template(&self) -> Option<&PodTemplateSpec>;
+
+    /// Drops the status, and the spec too unless `keep_spec` (see [`slim`]).
+    fn drop_status(&mut self, keep_spec: bool);
 }
 
 impl Workload for Deployment {
     fn template(&self) -> Option<&PodTemplateSpec> {
         Some(&self.spec.template)
+    }
+
+    fn drop_status(&mut self, keep_spec: bool) {
+        self.status = None;
+        if !keep_spec {
+            self.spec = Default::default();
+        }
     }
 }
 
@@ -38,12 +49,49 @@ impl Workload for StatefulSet {
     fn template(&self) -> Option<&PodTemplateSpec> {
         Some(&self.spec.template)
     }
+
+    fn drop_status(&mut self, keep_spec: bool) {
+        self.status = None;
+        if !keep_spec {
+            self.spec = Default::default();
+        }
+    }
 }
 
 impl Workload for DaemonSet {
     fn template(&self) -> Option<&PodTemplateSpec> {
         Some(&self.spec.template)
     }
+
+    fn drop_status(&mut self, keep_spec: bool) {
+        self.status = None;
+        if !keep_spec {
+            self.spec = Default::default();
+        }
+    }
+}
+
+/// Cuts a workload down to what the controller reads, before the reflector stores it (the
+/// store holds every workload in scope, annotated or not). `managedFields` and the status
+/// always go: they are most of a stored Deployment's memory (`managedFields` decodes to a
+/// tree of maps) and nothing reads them. A workload that follows nothing (`follows` false)
+/// keeps only its identity (name, namespace, uid, resourceVersion: enough for the controller
+/// to key, trigger and skip it), so its annotations, labels and pod template are not kept;
+/// when its annotations change, the watch delivers the whole object again.
+pub fn slim<K: Workload>(workload: &mut K, follows: bool) {
+    let meta = workload.meta_mut();
+    if follows {
+        meta.managed_fields = None;
+    } else {
+        *meta = ObjectMeta {
+            name: meta.name.take(),
+            namespace: meta.namespace.take(),
+            uid: meta.uid.take(),
+            resource_version: meta.resource_version.take(),
+            ..ObjectMeta::default()
+        };
+    }
+    workload.drop_status(follows);
 }
 
 /// `deployment/NAME` for messages.
@@ -166,6 +214,37 @@ mod tests {
         );
         assert_eq!(roll["kind"], "Deployment");
         assert_eq!(roll["apiVersion"], "apps/v1");
+    }
+
+    #[test]
+    fn slimming_keeps_what_reconciling_reads_and_only_the_identity_of_the_rest() {
+        let mut d: Deployment = serde_json::from_value(json!({
+            "metadata": {"name": "web", "namespace": "ns", "uid": "u", "resourceVersion": "7",
+                "labels": {"app": "web"}, "annotations": {"nudge.dev/watch": "*"},
+                "managedFields": [{"manager": "kubectl", "operation": "Update",
+                    "fieldsType": "FieldsV1", "fieldsV1": {"f:spec": {}}}]},
+            "spec": {
+                "selector": {},
+                "template": {"metadata": {"annotations": {HASH_ANNOTATION: "h"}},
+                    "spec": {"containers": [{"name": "app"}]}}
+            },
+            "status": {"replicas": 1}
+        }))
+        .unwrap();
+        let full = d.clone();
+        slim(&mut d, true);
+        assert!(d.metadata.managed_fields.is_none() && d.status.is_none());
+        assert_eq!(d.metadata.annotations, full.metadata.annotations);
+        assert_eq!(d.spec, full.spec);
+        assert_eq!(recorded_hash(&d), Some("h"));
+        slim(&mut d, false);
+        assert_eq!(d.metadata.name.as_deref(), Some("web"));
+        assert_eq!(d.metadata.namespace.as_deref(), Some("ns"));
+        assert_eq!(d.metadata.uid.as_deref(), Some("u"));
+        assert_eq!(d.metadata.resource_version.as_deref(), Some("7"));
+        assert!(d.metadata.annotations.is_none() && d.metadata.labels.is_none());
+        assert_eq!(d.spec, Default::default());
+        assert_eq!(layers(&d), [vec![], vec![]]);
     }
 
     #[test]
