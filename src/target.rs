@@ -248,19 +248,14 @@ pub fn read_process(dir: &Path) -> Option<(Process, PathBuf)> {
 }
 
 /// Reads a small /proc file into `buf` with as few system calls as possible: procfs reports
-/// size 0, so `fs::read` would grow its buffer over several reads; this is open, read until
-/// the buffer is full or the end is reached, close. Longer content is truncated, which is fine
-/// for the fields read here (stat, status, cgroup; cmdline beyond 4 KiB).
+/// size 0, so `fs::read` would grow its buffer over several reads; this is open, one read,
+/// close. procfs answers a read with all of a file that fits the buffer, so a read that does
+/// not fill it has reached the end: asking again for the zero-length end would add a system
+/// call per process to every scan. Longer content is truncated, which is fine for the fields
+/// read here (stat, status, cgroup; cmdline beyond 4 KiB).
 fn read_small<'b>(path: &Path, buf: &'b mut [u8]) -> io::Result<&'b [u8]> {
     use std::io::Read;
-    let mut file = fs::File::open(path)?;
-    let mut len = 0;
-    while len < buf.len() {
-        match file.read(&mut buf[len..])? {
-            0 => break,
-            n => len += n,
-        }
-    }
+    let len = fs::File::open(path)?.read(buf)?;
     Ok(&buf[..len])
 }
 
