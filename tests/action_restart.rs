@@ -6,67 +6,18 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use support::kubelet::KubeletVolume;
-use support::pod::{in_pod, Pod};
+use support::pod::{in_pod, PodWithVolume};
 use support::*;
-
-struct PodFixture {
-    dir: tempfile::TempDir,
-    pod: Pod,
-    volume: KubeletVolume,
-}
-
-fn pod_with_volume() -> Option<PodFixture> {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let pod = Pod::new()?;
-    let volume = KubeletVolume::create(dir.path().join("config"), &[("app.conf", "v1")]);
-    Some(PodFixture { dir, pod, volume })
-}
-
-impl PodFixture {
-    /// The app container running the reload app as its main process, like the kubelet starts it.
-    fn start_app(&self) -> Running {
-        let log = self.dir.path().join("app.log");
-        let _ = std::fs::remove_file(&log);
-        let bin = reload_app_bin().display().to_string();
-        let config = in_pod(&self.volume.dir);
-        let app = self.pod.exec(
-            "app",
-            &[&bin, "--config", &config, "--log", &in_pod(&log)],
-            &[],
-        );
-        eventually("the app to start", || {
-            std::fs::read_to_string(&log)
-                .unwrap_or_default()
-                .starts_with("ready ")
-        });
-        app
-    }
-
-    fn start_nudge(&self, env: &[(&str, &str)]) -> Running {
-        let watch = self.volume.dir.display().to_string();
-        let mut vars = vec![
-            ("RELOAD_WATCH", watch.as_str()),
-            ("RUST_LOG", "nudge=debug"),
-            ("RELOAD_LISTEN", "off"),
-            ("RELOAD_ACTION", "restart"),
-        ];
-        vars.extend_from_slice(env);
-        let nudge = self
-            .pod
-            .exec("nudge", &[&nudge_bin().display().to_string()], &vars);
-        nudge.wait_for("watching");
-        nudge
-    }
-}
 
 #[test]
 fn restart_ends_the_app_container_and_reports_the_new_pid_and_the_downtime() {
-    let Some(f) = pod_with_volume() else { return };
+    let Some(f) = PodWithVolume::new() else {
+        return;
+    };
     let mut app = f.start_app();
-    let nudge = f.start_nudge(&[]);
+    let nudge = f.start_nudge(&[("RELOAD_ACTION", "restart")]);
     f.volume.write(&[("app.conf", "v2")]);
-    app.wait_exit();
+    app.process.wait_exit();
     nudge.wait_for("reloaded");
     let reloaded = nudge
         .output()
@@ -100,15 +51,17 @@ fn restart_ends_the_app_container_and_reports_the_new_pid_and_the_downtime() {
 
 #[test]
 fn a_second_restart_within_ten_minutes_warns_of_crash_loop_backoff() {
-    let Some(f) = pod_with_volume() else { return };
+    let Some(f) = PodWithVolume::new() else {
+        return;
+    };
     let mut app = f.start_app();
-    let nudge = f.start_nudge(&[]);
+    let nudge = f.start_nudge(&[("RELOAD_ACTION", "restart")]);
     f.volume.write(&[("app.conf", "v2")]);
-    app.wait_exit();
+    app.process.wait_exit();
     let mut again = f.start_app();
     nudge.wait_for("app restarted");
     f.volume.write(&[("app.conf", "v3")]);
-    again.wait_exit();
+    again.process.wait_exit();
     nudge.wait_for("CrashLoopBackOff");
     let warning = nudge
         .output()
@@ -123,13 +76,15 @@ fn a_second_restart_within_ten_minutes_warns_of_crash_loop_backoff() {
 
 #[test]
 fn an_app_that_ignores_sigterm_is_killed_after_the_grace_period() {
-    let Some(f) = pod_with_volume() else { return };
+    let Some(f) = PodWithVolume::new() else {
+        return;
+    };
     let mut app = f.pod.exec(
         "app",
         &["sh", "-c", "trap '' TERM; while :; do sleep 0.05; done"],
         &[],
     );
-    let nudge = f.start_nudge(&[("RELOAD_GRACE", "700ms")]);
+    let nudge = f.start_nudge(&[("RELOAD_ACTION", "restart"), ("RELOAD_GRACE", "700ms")]);
     let started = Instant::now();
     f.volume.write(&[("app.conf", "v2")]);
     app.wait_exit();
@@ -152,7 +107,9 @@ fn an_app_that_ignores_sigterm_is_killed_after_the_grace_period() {
 
 #[test]
 fn when_the_matched_process_is_a_worker_its_container_main_process_is_ended() {
-    let Some(f) = pod_with_volume() else { return };
+    let Some(f) = PodWithVolume::new() else {
+        return;
+    };
     let log = f.dir.path().join("app.log");
     let bin = reload_app_bin().display().to_string();
     let config = in_pod(&f.volume.dir);
@@ -167,7 +124,10 @@ fn when_the_matched_process_is_a_worker_its_container_main_process_is_ended() {
             .unwrap_or_default()
             .starts_with("ready ")
     });
-    let nudge = f.start_nudge(&[("RELOAD_PROCESS", "reload_app")]);
+    let nudge = f.start_nudge(&[
+        ("RELOAD_ACTION", "restart"),
+        ("RELOAD_PROCESS", "reload_app"),
+    ]);
     f.volume.write(&[("app.conf", "v2")]);
     container.wait_exit();
     nudge.wait_for("reloaded");

@@ -4,65 +4,14 @@
 
 mod support;
 
-use support::kubelet::KubeletVolume;
-use support::pod::{in_pod, Pod};
+use support::pod::PodWithVolume;
 use support::*;
-
-struct PodFixture {
-    dir: tempfile::TempDir,
-    pod: Pod,
-    volume: KubeletVolume,
-}
-
-fn pod_with_volume() -> Option<PodFixture> {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let pod = Pod::new()?;
-    let volume = KubeletVolume::create(dir.path().join("config"), &[("app.conf", "v1")]);
-    Some(PodFixture { dir, pod, volume })
-}
-
-impl PodFixture {
-    /// Starts the app container; its handle is the nsenter that entered it into the pod.
-    fn start_app(&self) -> ReloadApp {
-        let log = self.dir.path().join("app.log");
-        let bin = reload_app_bin().display().to_string();
-        let config = in_pod(&self.volume.dir);
-        let process = self.pod.exec(
-            "app",
-            &[&bin, "--config", &config, "--log", &in_pod(&log)],
-            &[],
-        );
-        let app = ReloadApp { process, log };
-        eventually("the app to install its SIGHUP handler", || {
-            std::fs::read_to_string(&app.log)
-                .unwrap_or_default()
-                .starts_with("ready ")
-        });
-        app
-    }
-
-    fn start_nudge(&self, env: &[(&str, &str)]) -> Running {
-        let mut vars = vec![
-            (
-                "RELOAD_WATCH",
-                self.volume.dir.to_str().expect("utf-8 path"),
-            ),
-            ("RUST_LOG", "nudge=debug"),
-            // Emulated pods share the host network: one port per nudge.
-            ("RELOAD_LISTEN", "127.0.0.1:0"),
-        ];
-        vars.extend_from_slice(env);
-        let nudge = self
-            .pod
-            .exec("nudge", &[&nudge_bin().display().to_string()], &vars);
-        nudge.wait_for("watching");
-        nudge
-    }
-}
 
 #[test]
 fn finds_the_app_container_with_no_selector() {
-    let Some(f) = pod_with_volume() else { return };
+    let Some(f) = PodWithVolume::new() else {
+        return;
+    };
     let app = f.start_app();
     let nudge = f.start_nudge(&[]);
     f.volume.write(&[("app.conf", "v2")]);
@@ -76,7 +25,9 @@ fn finds_the_app_container_with_no_selector() {
 
 #[test]
 fn a_kubectl_exec_shell_in_the_app_container_does_not_confuse_it() {
-    let Some(f) = pod_with_volume() else { return };
+    let Some(f) = PodWithVolume::new() else {
+        return;
+    };
     let app = f.start_app();
     // `kubectl exec` leaves a second PPID-0 process in the app's cgroup; it is younger.
     let mut shell = f.pod.exec("app", &["sleep", "1000"], &[]);
@@ -96,7 +47,9 @@ fn a_kubectl_exec_shell_in_the_app_container_does_not_confuse_it() {
 
 #[test]
 fn two_other_containers_are_an_error_that_lists_both() {
-    let Some(f) = pod_with_volume() else { return };
+    let Some(f) = PodWithVolume::new() else {
+        return;
+    };
     let app = f.start_app();
     let _redis = f.pod.exec("redis", &["sleep", "1000"], &[]);
     eventually("the second container to start", || {

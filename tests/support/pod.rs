@@ -145,3 +145,61 @@ fn shell_quote(arg: &str) -> String {
 pub fn in_pod(path: &Path) -> String {
     path.display().to_string()
 }
+
+/// A pod with one kubelet-style ConfigMap volume (`app.conf=v1`), into which tests start the
+/// app container and nudge's container.
+pub struct PodWithVolume {
+    pub dir: tempfile::TempDir,
+    pub pod: Pod,
+    pub volume: super::kubelet::KubeletVolume,
+}
+
+impl PodWithVolume {
+    /// The pod, or `None` where pods cannot be emulated (see `Pod::new`).
+    pub fn new() -> Option<PodWithVolume> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pod = Pod::new()?;
+        let volume =
+            super::kubelet::KubeletVolume::create(dir.path().join("config"), &[("app.conf", "v1")]);
+        Some(PodWithVolume { dir, pod, volume })
+    }
+
+    /// Starts the app container, the reload app as its main process (as the kubelet starts
+    /// it), and waits for its SIGHUP handler. `log` is where it records its reloads.
+    pub fn start_app(&self) -> super::ReloadApp {
+        let log = self.dir.path().join("app.log");
+        let _ = fs::remove_file(&log);
+        let bin = super::reload_app_bin().display().to_string();
+        let config = in_pod(&self.volume.dir);
+        let process = self.exec(
+            "app",
+            &[&bin, "--config", &config, "--log", &in_pod(&log)],
+            &[],
+        );
+        eventually("the app to install its SIGHUP handler", || {
+            fs::read_to_string(&log)
+                .unwrap_or_default()
+                .starts_with("ready ")
+        });
+        super::ReloadApp { process, log }
+    }
+
+    /// Starts nudge's container watching the volume, with `env` added, and waits until it
+    /// watches. Emulated pods share the host network, so each nudge takes a free admin port.
+    pub fn start_nudge(&self, env: &[(&str, &str)]) -> Running {
+        let watch = self.volume.dir.display().to_string();
+        let mut vars = vec![
+            ("RELOAD_WATCH", watch.as_str()),
+            ("RUST_LOG", "nudge=debug"),
+            ("RELOAD_LISTEN", "127.0.0.1:0"),
+        ];
+        vars.extend_from_slice(env);
+        let nudge = self.exec("nudge", &[&super::nudge_bin().display().to_string()], &vars);
+        nudge.wait_for("watching");
+        nudge
+    }
+
+    fn exec(&self, container: &str, argv: &[&str], env: &[(&str, &str)]) -> Running {
+        self.pod.exec(container, argv, env)
+    }
+}
