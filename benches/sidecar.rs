@@ -29,10 +29,10 @@ use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::thread::sleep;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use kubelet::KubeletVolume;
-use report::{cpu_ticks, percentile, status_field, Error};
+use report::{cpu_ticks, now_ns, percentile, reloads, status_field, Error};
 
 /// The ConfigMap size limit: the payload of each volume in the large-payload run.
 const MIB: usize = 1 << 20;
@@ -55,22 +55,6 @@ fn mib_payload(n: usize) -> Vec<(&'static str, String)> {
     }
     content.truncate(MIB);
     vec![("large.txt", content)]
-}
-
-fn now_ns() -> u128 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0)
-}
-
-/// Receive times (unix ns) of the app's reloads, from its log.
-fn reloads(log: &Path) -> Vec<u128> {
-    fs::read_to_string(log)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.strip_prefix("reload ")?.split(' ').nth(1)?.parse().ok())
-        .collect()
 }
 
 fn wait_until(what: &str, mut done: impl FnMut() -> bool) -> Result<(), Error> {

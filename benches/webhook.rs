@@ -22,30 +22,15 @@ mod report;
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::thread::sleep;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use http::{HttpServer, Reply};
 use kubelet::KubeletVolume;
 
-use report::Error;
-
-fn now_ns() -> u128 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0)
-}
-
-fn reloads(log: &Path) -> Vec<u128> {
-    fs::read_to_string(log)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.strip_prefix("reload ")?.split(' ').nth(1)?.parse().ok())
-        .collect()
-}
+use report::{now_ns, reloads, Error};
 
 /// A bare HTTP client on one kept-alive connection to the test server, as nudge's webhook
 /// client keeps its connection: the floor of an HTTP request.

@@ -7,6 +7,23 @@ use std::process::Command;
 
 pub type Error = Box<dyn std::error::Error>;
 
+/// Now, in nanoseconds since the Unix epoch: the clock the reload app stamps its reloads with.
+pub fn now_ns() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0)
+}
+
+/// Receive times (unix ns) of the app's reloads, from its log (`reload N NS CONTENT` lines).
+pub fn reloads(log: &Path) -> Vec<u128> {
+    fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.strip_prefix("reload ")?.split(' ').nth(1)?.parse().ok())
+        .collect()
+}
+
 /// Whether this run is a real measurement: `cargo bench` passes `--bench`, while
 /// `cargo test --all-targets` runs harness-less benches without it (they must then do nothing).
 pub fn benchmarking() -> bool {
