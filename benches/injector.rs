@@ -27,8 +27,7 @@ use injector_support::{annotated_pod, client_config, review_of, Https, Injector,
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
 use kube::api::PostParams;
-use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Api, Client, Config};
+use kube::{Api, Client};
 use serde_json::json;
 
 const REVIEWS: usize = 1000;
@@ -130,7 +129,7 @@ async fn run() -> Result<Results, Error> {
     let after_kib = status_kib(pid, "VmRSS:").unwrap_or(0);
 
     // Through the API server: pod create round trips with and without the webhook.
-    let client = kube_client(&cluster.kubeconfig).await?;
+    let client = cluster::kube_client(&cluster.kubeconfig).await?;
     let suffix = std::process::id();
     let (hooked_ns, plain_ns) = (format!("bench-on-{suffix}"), format!("bench-off-{suffix}"));
     namespace(
@@ -201,15 +200,6 @@ async fn one_review(https: &mut Https, uid: &str) -> Result<(), Error> {
         .into());
     }
     Ok(())
-}
-
-async fn kube_client(kubeconfig: &Path) -> Result<Client, Error> {
-    let config = Config::from_custom_kubeconfig(
-        Kubeconfig::read_from(kubeconfig)?,
-        &KubeConfigOptions::default(),
-    )
-    .await?;
-    Ok(Client::try_from(config)?)
 }
 
 async fn namespace(client: &Client, name: &str, labels: serde_json::Value) -> Result<(), Error> {

@@ -27,8 +27,7 @@ use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
 use kube::api::{DeleteParams, ListParams, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Api, Client, Config};
+use kube::{Api, Client};
 use serde_json::{json, Value as Json};
 use support::kubelet::KubeletVolume;
 
@@ -57,16 +56,6 @@ fn served_serial(port: u16) -> Option<String> {
 
 // ---------------------------------------------------------------------------------------------
 // Against the real API server.
-
-async fn client(kubeconfig: &Path) -> Client {
-    let config = Config::from_custom_kubeconfig(
-        Kubeconfig::read_from(kubeconfig).expect("kubeconfig"),
-        &KubeConfigOptions::default(),
-    )
-    .await
-    .expect("config");
-    Client::try_from(config).expect("client")
-}
 
 async fn namespace(client: &Client, name: &str, labels: Json) {
     let ns: Namespace =
@@ -157,7 +146,9 @@ struct Registered {
 }
 
 async fn register(cluster: &cluster::Cluster, scope: &str) -> Registered {
-    let client = client(&cluster.kubeconfig).await;
+    let client = cluster::kube_client(&cluster.kubeconfig)
+        .await
+        .expect("client");
     let pki = Pki::new();
     let tls = pki.tls_dir(1);
     let kubeconfig = format!("--kubeconfig={}", cluster.kubeconfig.display());

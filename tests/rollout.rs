@@ -16,10 +16,9 @@ use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, ServiceAccount};
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Api, Client, Config};
+use kube::{Api, Client};
 use serde_json::json;
-use support::{cluster, eventually, Cluster};
+use support::{cluster, eventually, kube_client, Cluster};
 
 const HASH: &str = "nudge.dev/config-hash";
 const WAIT: Duration = Duration::from_secs(30);
@@ -36,13 +35,7 @@ struct Env {
 async fn env(test: &str) -> Option<Env> {
     static N: AtomicU32 = AtomicU32::new(0);
     let cluster: &Cluster = cluster()?;
-    let config = Config::from_custom_kubeconfig(
-        Kubeconfig::read_from(&cluster.kubeconfig).unwrap(),
-        &KubeConfigOptions::default(),
-    )
-    .await
-    .unwrap();
-    let client = Client::try_from(config).unwrap();
+    let client = kube_client(&cluster.kubeconfig).await.unwrap();
     let short: String = test
         .chars()
         .filter(|c| c.is_ascii_alphanumeric())
@@ -536,16 +529,6 @@ fn kubeconfig_with_token(env: &Env, token: &str) -> PathBuf {
     path
 }
 
-async fn client_for(kubeconfig: &Path) -> Client {
-    let config = Config::from_custom_kubeconfig(
-        Kubeconfig::read_from(kubeconfig).unwrap(),
-        &KubeConfigOptions::default(),
-    )
-    .await
-    .unwrap();
-    Client::try_from(config).unwrap()
-}
-
 impl Env {
     /// `ConfigChanged` Events on workload `name`, as (reporting instance, note).
     async fn rollout_events(&self, name: &str) -> Vec<(String, String)> {
@@ -639,7 +622,8 @@ async fn the_install_service_account_may_do_everything_the_controller_does_and_m
     );
 
     // The same identity may not write ConfigMaps: 403 from the API, and from kubectl.
-    let configmaps: Api<ConfigMap> = Api::namespaced(client_for(&as_controller).await, &env.ns);
+    let configmaps: Api<ConfigMap> =
+        Api::namespaced(kube_client(&as_controller).await.unwrap(), &env.ns);
     let body = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cfg"}, "data": {"k": "evil"}});
     let denied = configmaps
         .patch("cfg", &PatchParams::apply("intruder"), &Patch::Apply(&body))

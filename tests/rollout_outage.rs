@@ -25,10 +25,9 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
 use kube::api::{Patch, PatchParams, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Api, Client, Config};
+use kube::{Api, Client};
 use serde_json::json;
-use support::{eventually, own_cluster, Cluster};
+use support::{eventually, kube_client, own_cluster, Cluster};
 
 /// Generous: after an outage the watchers' backoff can wait up to 30 s before a retry.
 const WAIT: Duration = Duration::from_secs(90);
@@ -129,7 +128,7 @@ struct Env {
 async fn env(test: &str) -> Option<Env> {
     static N: AtomicU32 = AtomicU32::new(0);
     let cluster = cluster()?;
-    let client = admin_client(cluster).await;
+    let client = kube_client(&cluster.kubeconfig).await.unwrap();
     let ns = format!(
         "{test}-{}-{}",
         std::process::id(),
@@ -153,16 +152,6 @@ async fn env(test: &str) -> Option<Env> {
         ns,
         proxy: Proxy::start(api_port),
     })
-}
-
-async fn admin_client(cluster: &Cluster) -> Client {
-    let config = Config::from_custom_kubeconfig(
-        Kubeconfig::read_from(&cluster.kubeconfig).unwrap(),
-        &KubeConfigOptions::default(),
-    )
-    .await
-    .unwrap();
-    Client::try_from(config).unwrap()
 }
 
 /// A running `nudge rollout --namespace NS` as the user `nudge-controller`, through the proxy;

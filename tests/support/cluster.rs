@@ -152,3 +152,15 @@ where
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// A client of the API server as the kubeconfig at `path` says (the cluster's admin one, or one
+/// made for a ServiceAccount's token).
+pub async fn kube_client(path: &Path) -> Result<kube::Client, String> {
+    let kubeconfig = kube::config::Kubeconfig::read_from(path)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let options = kube::config::KubeConfigOptions::default();
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &options)
+        .await
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    kube::Client::try_from(config).map_err(|e| e.to_string())
+}
