@@ -32,44 +32,25 @@ pub trait Workload:
     fn drop_status(&mut self, keep_spec: bool);
 }
 
-impl Workload for Deployment {
-    fn template(&self) -> Option<&PodTemplateSpec> {
-        Some(&self.spec.template)
-    }
+/// The three kinds share their shape (`spec.template`, `status`) but no trait of k8s-openapi.
+macro_rules! impl_workload {
+    ($($kind:ty),*) => {$(
+        impl Workload for $kind {
+            fn template(&self) -> Option<&PodTemplateSpec> {
+                Some(&self.spec.template)
+            }
 
-    fn drop_status(&mut self, keep_spec: bool) {
-        self.status = None;
-        if !keep_spec {
-            self.spec = Default::default();
+            fn drop_status(&mut self, keep_spec: bool) {
+                self.status = None;
+                if !keep_spec {
+                    self.spec = Default::default();
+                }
+            }
         }
-    }
+    )*};
 }
 
-impl Workload for StatefulSet {
-    fn template(&self) -> Option<&PodTemplateSpec> {
-        Some(&self.spec.template)
-    }
-
-    fn drop_status(&mut self, keep_spec: bool) {
-        self.status = None;
-        if !keep_spec {
-            self.spec = Default::default();
-        }
-    }
-}
-
-impl Workload for DaemonSet {
-    fn template(&self) -> Option<&PodTemplateSpec> {
-        Some(&self.spec.template)
-    }
-
-    fn drop_status(&mut self, keep_spec: bool) {
-        self.status = None;
-        if !keep_spec {
-            self.spec = Default::default();
-        }
-    }
-}
+impl_workload!(Deployment, StatefulSet, DaemonSet);
 
 /// Cuts a workload down to what the controller reads, before the reflector stores it (the
 /// store holds every workload in scope, annotated or not). `managedFields` and the status
