@@ -15,10 +15,12 @@
 
 #[path = "../tests/support/cluster.rs"]
 mod cluster;
+#[path = "support/report.rs"]
+#[allow(dead_code)]
+mod common;
 #[path = "../tests/support/injector.rs"]
 mod injector_support;
 
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -50,8 +52,7 @@ fn main() -> Result<(), Error> {
     let results = rt.block_on(run())?;
     let section = report(&results);
     print!("{section}");
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    write_report(&root.join("BENCHMARKS.md"), &section)?;
+    common::write_section(&section).map_err(|e| e.to_string())?;
     Ok(())
 }
 
@@ -350,25 +351,4 @@ writes and move with that load; the loopback ones much less).\n\n",
         std::thread::available_parallelism().map_or(0, |n| n.get())
     ));
     s
-}
-
-/// Replaces this bench's section of BENCHMARKS.md (from its heading to the next `## `) and
-/// leaves every other section as it is.
-fn write_report(path: &Path, section: &str) -> Result<(), Error> {
-    let existing =
-        std::fs::read_to_string(path).unwrap_or_else(|_| "# nudge benchmarks\n\n".into());
-    let mut out = String::new();
-    let mut skipping = false;
-    for line in existing.lines() {
-        if line.starts_with("## ") {
-            skipping = line == HEADING;
-        }
-        if !skipping {
-            out.push_str(line);
-            out.push('\n');
-        }
-    }
-    out.push_str(section);
-    std::fs::write(path, out)?;
-    Ok(())
 }

@@ -8,6 +8,10 @@
 //! Not a test: `cargo bench --features rollout --bench rollout -- [N...]` (default 1000 9100).
 //! Returns at once unless run with `--bench` (so `cargo test --benches` stays quick).
 
+#[path = "support/report.rs"]
+#[allow(dead_code)]
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -69,7 +73,7 @@ fn main() -> Result<(), Error> {
     let rows = result?;
     let section = report(&rows);
     print!("{section}");
-    write_report(&root.join("BENCHMARKS.md"), &section)?;
+    common::write_section(&section)?;
     Ok(())
 }
 
@@ -437,28 +441,4 @@ fn machine() -> String {
         "{cpus} x {model}, {mem_gib:.0} GiB RAM, Linux {}",
         kernel.trim()
     )
-}
-
-/// Replaces this bench's section of BENCHMARKS.md (as benches/sidecar.rs does).
-fn write_report(path: &Path, section: &str) -> Result<(), Error> {
-    let heading = section.lines().next().unwrap_or_default();
-    let existing =
-        std::fs::read_to_string(path).unwrap_or_else(|_| "# nudge benchmarks\n\n".into());
-    let mut out = String::new();
-    let mut skipping = false;
-    for line in existing.lines() {
-        if line.starts_with("## ") {
-            skipping = line == heading;
-        }
-        if !skipping {
-            out.push_str(line);
-            out.push('\n');
-        }
-    }
-    if !out.ends_with("\n\n") {
-        out.push('\n');
-    }
-    out.push_str(section);
-    std::fs::write(path, out)?;
-    Ok(())
 }
