@@ -8,7 +8,7 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
@@ -18,7 +18,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, ServiceAccount};
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use serde_json::json;
-use support::{cluster, eventually, kube_client, Cluster};
+use support::{cluster, eventually, kube_client, Cluster, RolloutProcess};
 
 const HASH: &str = "nudge.dev/config-hash";
 const WAIT: Duration = Duration::from_secs(30);
@@ -60,12 +60,9 @@ async fn env(test: &str) -> Option<Env> {
 }
 
 /// A running `nudge rollout`; killed (SIGKILL) on drop.
-struct Controller {
-    child: Child,
-    log: PathBuf,
-}
+type Controller = RolloutProcess;
 
-impl Controller {
+impl RolloutProcess {
     fn start(env: &Env) -> Controller {
         Controller::start_with(env, &env.kubeconfig, &["--namespace", &env.ns], "")
     }
@@ -74,28 +71,7 @@ impl Controller {
     /// named after the namespace and `tag`.
     fn start_with(env: &Env, kubeconfig: &Path, args: &[&str], tag: &str) -> Controller {
         let log = std::env::temp_dir().join(format!("nudge-rollout-{}{tag}.log", env.ns));
-        let child = Command::new(env!("CARGO_BIN_EXE_nudge"))
-            .args(["rollout", "--debounce", "300ms"])
-            .args(args)
-            .arg("--kubeconfig")
-            .arg(kubeconfig)
-            .env("NUDGE_LOG", "info,kube=warn")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        Controller { child, log }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Controller {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        RolloutProcess::spawn(kubeconfig, args, "info,kube=warn", log)
     }
 }
 

@@ -16,8 +16,6 @@ mod support;
 use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -27,7 +25,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use serde_json::json;
-use support::{eventually, kube_client, own_cluster, Cluster};
+use support::{eventually, kube_client, own_cluster, Cluster, RolloutProcess};
 
 /// Generous: after an outage the watchers' backoff can wait up to 30 s before a retry.
 const WAIT: Duration = Duration::from_secs(90);
@@ -156,12 +154,9 @@ async fn env(test: &str) -> Option<Env> {
 
 /// A running `nudge rollout --namespace NS` as the user `nudge-controller`, through the proxy;
 /// killed on drop.
-struct Controller {
-    child: Child,
-    log: PathBuf,
-}
+type Controller = RolloutProcess;
 
-impl Controller {
+impl RolloutProcess {
     fn start(env: &Env, log_filter: &str) -> Controller {
         let kubeconfig = env
             .cluster
@@ -177,20 +172,7 @@ impl Controller {
         )
         .unwrap();
         let log = std::env::temp_dir().join(format!("nudge-rollout-{}.log", env.ns));
-        let child = Command::new(env!("CARGO_BIN_EXE_nudge"))
-            .args(["rollout", "--debounce", "300ms", "--namespace", &env.ns])
-            .arg("--kubeconfig")
-            .arg(&kubeconfig)
-            .env("NUDGE_LOG", log_filter)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        Controller { child, log }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        RolloutProcess::spawn(&kubeconfig, &["--namespace", &env.ns], log_filter, log)
     }
 
     fn assert_running(&mut self) {
@@ -199,13 +181,6 @@ impl Controller {
             "the controller exited; its log:\n{}",
             self.log()
         );
-    }
-}
-
-impl Drop for Controller {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

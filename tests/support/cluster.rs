@@ -164,3 +164,40 @@ pub async fn kube_client(path: &Path) -> Result<kube::Client, String> {
         .map_err(|e| format!("{}: {e}", path.display()))?;
     kube::Client::try_from(config).map_err(|e| e.to_string())
 }
+
+/// A `nudge rollout` started by a test, its stderr in a log file; killed (SIGKILL) on drop.
+pub struct RolloutProcess {
+    pub child: std::process::Child,
+    pub log: PathBuf,
+}
+
+impl RolloutProcess {
+    /// `nudge rollout --debounce 300ms ARGS... --kubeconfig KUBECONFIG` with
+    /// `NUDGE_LOG=log_filter`, its stderr written to `log`.
+    pub fn spawn(kubeconfig: &Path, args: &[&str], log_filter: &str, log: PathBuf) -> Self {
+        let stderr = std::fs::File::create(&log).expect("create the controller's log");
+        let child = Command::new(env!("CARGO_BIN_EXE_nudge"))
+            .args(["rollout", "--debounce", "300ms"])
+            .args(args)
+            .arg("--kubeconfig")
+            .arg(kubeconfig)
+            .env("NUDGE_LOG", log_filter)
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("start nudge rollout");
+        RolloutProcess { child, log }
+    }
+
+    /// Everything it has logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for RolloutProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
