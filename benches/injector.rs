@@ -78,7 +78,7 @@ async fn run() -> Result<Results, Error> {
     let injector = Injector::start(tls.path(), &["--sidecar=regular"]);
     let pid = injector.pid();
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let idle_kib = status_kib(pid, "VmRSS:").unwrap_or(0);
+    let idle_kib = common::status_field(pid, "VmRSS:");
 
     // Loopback, one keep-alive connection, one review at a time.
     let mut https = Https::open(injector.port, &config).await?;
@@ -99,9 +99,7 @@ async fn run() -> Result<Results, Error> {
         let (sampling, max_kib) = (sampling.clone(), max_kib.clone());
         tokio::spawn(async move {
             while sampling.load(Ordering::Relaxed) {
-                if let Some(kib) = status_kib(pid, "VmRSS:") {
-                    max_kib.fetch_max(kib, Ordering::Relaxed);
-                }
+                max_kib.fetch_max(common::status_field(pid, "VmRSS:"), Ordering::Relaxed);
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
         })
@@ -125,9 +123,9 @@ async fn run() -> Result<Results, Error> {
     sampling.store(false, Ordering::Relaxed);
     sampler.await?;
     let load_kib = max_kib.load(Ordering::Relaxed);
-    let peak_kib = status_kib(pid, "VmHWM:").unwrap_or(0);
+    let peak_kib = common::status_field(pid, "VmHWM:");
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let after_kib = status_kib(pid, "VmRSS:").unwrap_or(0);
+    let after_kib = common::status_field(pid, "VmRSS:");
 
     // Through the API server: pod create round trips with and without the webhook.
     let client = cluster::kube_client(&cluster.kubeconfig).await?;
@@ -263,17 +261,6 @@ fn injected(pod: &Pod) -> bool {
     pod.spec
         .as_ref()
         .is_some_and(|s| s.containers.iter().any(|c| c.name == "nudge"))
-}
-
-fn status_kib(pid: u32, field: &str) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field))?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
 }
 
 /// (p50, p99, max) of the samples.

@@ -240,9 +240,7 @@ async fn run(dir: &Path, n: usize) -> Result<Row, Error> {
         let (stop, peak) = (stop.clone(), peak.clone());
         std::thread::spawn(move || {
             while !stop.load(Ordering::Relaxed) {
-                if let Some(kib) = status_kib(pid, "VmRSS:") {
-                    peak.fetch_max(kib, Ordering::Relaxed);
-                }
+                peak.fetch_max(common::status_field(pid, "VmRSS:"), Ordering::Relaxed);
                 std::thread::sleep(Duration::from_millis(20));
             }
         })
@@ -270,7 +268,7 @@ async fn run(dir: &Path, n: usize) -> Result<Row, Error> {
     }
     let startup = started.elapsed();
     tokio::time::sleep(Duration::from_secs(10)).await;
-    let steady_kib = status_kib(pid, "VmRSS:").unwrap_or(0);
+    let steady_kib = common::status_field(pid, "VmRSS:");
 
     // 50 updates, round robin over the annotated Deployments' first ConfigMap.
     let mut latencies = Vec::new();
@@ -300,8 +298,8 @@ async fn run(dir: &Path, n: usize) -> Result<Row, Error> {
         latencies.push(t.elapsed());
     }
     latencies.sort();
-    let after_kib = status_kib(pid, "VmRSS:").unwrap_or(0);
-    let hwm = status_kib(pid, "VmHWM:").unwrap_or(0);
+    let after_kib = common::status_field(pid, "VmRSS:");
+    let hwm = common::status_field(pid, "VmHWM:");
     stop.store(true, Ordering::Relaxed);
     let _ = sampler.join();
     let _ = child.kill();
@@ -330,22 +328,6 @@ async fn template_hash(api: &Api<Deployment>, name: &str) -> Result<Option<Strin
     Ok(annotations.and_then(|a| a.get(HASH).cloned()))
 }
 
-fn status_kib(pid: u32, field: &str) -> Option<u64> {
-    status_field(&format!("/proc/{pid}/status"), field)
-}
-
-/// The number after `field` in a /proc file of `Name: value kB` lines.
-fn status_field(path: &str, field: &str) -> Option<u64> {
-    let status = std::fs::read_to_string(path).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field))?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
-}
-
 fn mib(kib: u64) -> String {
     format!("{:.1} MiB", kib as f64 / 1024.0)
 }
@@ -356,8 +338,8 @@ fn report(rows: &[Row]) -> String {
     s.push_str(&format!(
         "Run: {}, {}. Command: `make bench-rollout` (`cargo bench --features rollout --bench \
 rollout -- {}`).\n\n",
-        date_utc(),
-        machine(),
+        common::date_utc(),
+        common::machine(),
         rows.iter()
             .map(|r| r.n.to_string())
             .collect::<Vec<_>>()
@@ -413,32 +395,4 @@ ran meanwhile), so start-up and latency carry noise.\n\n",
         generated.join(", "),
     ));
     s
-}
-
-/// `YYYY-MM-DD HH:MM UTC` (from date(1): no date crate for one line).
-fn date_utc() -> String {
-    Command::new("date")
-        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .map_or_else(|| "date unknown".into(), |d| d.trim().to_owned())
-}
-
-/// `N x CPU model, N GiB RAM, Linux RELEASE`.
-fn machine() -> String {
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let model = cpuinfo
-        .lines()
-        .find_map(|l| l.strip_prefix("model name"))
-        .and_then(|l| l.split_once(':'))
-        .map_or("unknown CPU", |(_, m)| m.trim());
-    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let mem_gib =
-        status_field("/proc/meminfo", "MemTotal:").map_or(0.0, |kib| kib as f64 / 1048576.0);
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    format!(
-        "{cpus} x {model}, {mem_gib:.0} GiB RAM, Linux {}",
-        kernel.trim()
-    )
 }

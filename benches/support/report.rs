@@ -77,7 +77,7 @@ pub fn floor_binary() -> Result<PathBuf, Error> {
     Ok(out)
 }
 
-/// "2 x CPU model, Linux RELEASE".
+/// "2 x CPU model, 24 GiB RAM, Linux RELEASE".
 pub fn machine() -> String {
     let cpu = fs::read_to_string("/proc/cpuinfo")
         .unwrap_or_default()
@@ -90,8 +90,12 @@ pub fn machine() -> String {
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
+    let ram_gib = status_field_of("/proc/meminfo", "MemTotal:") as f64 / 1048576.0;
     let kernel = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    format!("{cores} x {cpu}, Linux {}", kernel.trim())
+    format!(
+        "{cores} x {cpu}, {ram_gib:.0} GiB RAM, Linux {}",
+        kernel.trim()
+    )
 }
 
 /// "YYYY-MM-DD HH:MM UTC".
