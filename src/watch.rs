@@ -18,7 +18,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use notify::event::{AccessKind, AccessMode, ModifyKind, RenameMode};
+use notify::event::{AccessKind, AccessMode};
 use notify::{Event, EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 use tokio::sync::{mpsc, watch};
 use tokio::time::{sleep_until, Instant};
@@ -264,7 +264,7 @@ impl VolumeWatcher {
             self.replan_logged();
             return self.rescan_all();
         }
-        if is_read_only(&event.kind) || is_rename_pair(&event.kind) {
+        if is_read_only(&event.kind) {
             return Vec::new();
         }
         let mut due = Vec::new();
@@ -315,13 +315,6 @@ impl VolumeWatcher {
 /// Opening or reading a file changes nothing; the app (and nudge's own hashing) do it all the time.
 fn is_read_only(kind: &EventKind) -> bool {
     matches!(kind, EventKind::Access(access) if *access != AccessKind::Close(AccessMode::Write))
-}
-
-/// notify reports a rename inside a watched directory three times: `From`, `To`, and a `Both`
-/// that pairs them. `To` already names the new path (the kubelet's `..data`), so acting on
-/// `Both` too would read every committed volume twice.
-fn is_rename_pair(kind: &EventKind) -> bool {
-    matches!(kind, EventKind::Modify(ModifyKind::Name(RenameMode::Both)))
 }
 
 fn is_not_found(e: &notify::Error) -> bool {
@@ -392,14 +385,6 @@ fn desired_watches(volumes: &[PathBuf]) -> HashMap<PathBuf, WatchedDir> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_rename_commits_once_on_its_to_event_not_again_on_the_pair() {
-        let name = |mode| EventKind::Modify(ModifyKind::Name(mode));
-        assert!(is_rename_pair(&name(RenameMode::Both)));
-        assert!(!is_rename_pair(&name(RenameMode::To)));
-        assert!(!is_rename_pair(&name(RenameMode::From)));
-    }
 
     #[test]
     fn data_link_is_the_commit_point_and_scaffolding_is_ignored() {
